@@ -90,12 +90,11 @@ def summary_line(agents: Sequence[AgentSnapshot], max_len: int = MAX_LEN) -> str
         if len(line) + 2 + len(part) + len(tail) <= max_len:
             line += "; " + part
             continue
-        # Does not fit: shorten this part if that leaves room for the tail.
-        more = f"; +{rest + 1} more"
-        room = max_len - len(line) - 2 - len(f"; +{rest} more" if rest else "")
+        # Does not fit: clip this part if enough of it shows, else just count it.
+        room = max_len - len(line) - 2 - len(tail)
         if room >= 20:
-            line += "; " + _clip(part, room) + (f"; +{rest} more" if rest else "")
-        elif len(line) + len(more) <= max_len:
-            line += more
+            line += "; " + _clip(part, room) + tail
+        else:
+            line += f"; +{rest + 1} more"
         break
     return _clip(line, max_len)
