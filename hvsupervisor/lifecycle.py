@@ -327,7 +327,8 @@ class AgentLifecycle:
     def _try_start(self, now: float) -> list[Action]:
         if self._gate_open and self._deps_ready:
             self._spawns += 1
-            self._restarts += self._spawns > 1
+            if self._spawns > 1:
+                self._restarts += 1
             self._pid, self._awaiting_spawn = None, True
             self._set(State.STARTING, now)
             return [Spawn()]

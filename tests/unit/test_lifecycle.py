@@ -503,3 +503,66 @@ def test_stop_while_waiting():
 def test_unknown_event_is_a_type_error():
     with pytest.raises(TypeError, match="agent agent: not a lifecycle event"):
         make().handle(object(), 0)  # type: ignore[arg-type]
+
+
+# -- invariants under random event sequences -------------------------------------------------
+def test_random_event_sequences_keep_invariants():
+    """A faithful fake loop plus random stale noise: the machine never acts on a dead pid,
+    never double-spawns, and only cancels timers it armed."""
+    rng = random.Random(1234)
+    m = make(ready_kind="alive", alive_seconds=1.0,
+             policy=RestartPolicy(restart_sec=0.5, restart_max_delay=8, jitter=0.1,
+                                  flap_max=3, flap_window=20))
+    armed: set[str] = set()
+    fired: list[str] = []
+    spawn_pending = False
+    next_pid = 100
+    now = 0.0
+    for _ in range(5000):
+        now += rng.uniform(0, 2)
+        choices = [
+            GateChanged(rng.random() < 0.7, "gate"), DepsChanged(rng.random() < 0.8, "deps"),
+            StartRequested(), RestartRequested(), StopRequested(rng.choice([None, 0.5])),
+            Exited(rng.randrange(1, 100), 1), BecameReady(rng.randrange(1, 100)),
+        ]
+        if fired:
+            choices.append(TimerFired(rng.choice(fired)))  # stale timers
+        if armed:
+            choices += [TimerFired(rng.choice(sorted(armed)))] * 4
+        if m.pid is not None:
+            choices += [Exited(m.pid, rng.choice([0, 1, None]), None, "x")] * 2
+        if spawn_pending:
+            choices += [Spawned(next_pid)] * 4 + [SpawnFailed("nope")]
+        event = rng.choice(choices)
+        if isinstance(event, Spawned):
+            next_pid += 1
+        if isinstance(event, Spawned | SpawnFailed):
+            spawn_pending = False
+        if isinstance(event, TimerFired) and event.token in armed:
+            armed.discard(event.token)
+            fired.append(event.token)
+        old_pid = m.pid
+        actions = m.handle(event, now)
+        for action in actions:
+            if isinstance(action, Spawn):
+                assert not spawn_pending and m.pid is None
+                spawn_pending = True
+            elif isinstance(action, Signal):
+                assert action.pid == m.pid == (old_pid or action.pid)
+                assert m.state is State.STOPPING
+            elif isinstance(action, SetTimer):
+                assert action.token not in armed and action.token not in fired
+                assert action.delay >= 0
+                armed.add(action.token)
+            elif isinstance(action, CancelTimer):
+                assert action.token in armed
+                armed.discard(action.token)
+        if m.state in (State.WAITING, State.BACKOFF, State.STOPPED, State.FAILED):
+            assert m.pid is None and not spawn_pending
+            assert not m.degraded
+        kinds = {t.split("/")[1] for t in armed}
+        assert ("restart" in kinds) == (m.state is State.BACKOFF)
+        assert ("kill" in kinds) <= (m.state is State.STOPPING)
+        assert ("stable" in kinds) <= (m.state is State.READY)  # it may have fired already
+        assert m.ready == (m.state is State.READY)
+    assert m.restarts > 10  # the sequence really exercised restarts
