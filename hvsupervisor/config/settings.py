@@ -15,7 +15,7 @@ from pathlib import Path
 
 from oslo_config import cfg
 
-from hvsupervisor import opts, paths
+from hvsupervisor import deps, opts, paths
 from hvsupervisor.config import layers
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.parse import ParsedFile, parse_file
@@ -193,31 +193,19 @@ def _agent(conf: cfg.ConfigOpts, loc: _Locator, section: str) -> AgentSpec:
 
 
 def _check_graph(agents: dict[str, AgentSpec], enabled: list[str], loc: _Locator) -> None:
-    """Every ``after`` names an enabled agent, and there is no cycle."""
+    """Every ``after`` names an enabled agent, and there is no cycle (deps.py decides)."""
     for name in enabled:
         for dep in agents[name].after:
             if dep not in enabled:
                 path, line = loc.find(opts.AGENT_GROUP_PREFIX + name, "after")
                 state = "not in enabled_agents" if dep in agents else "not a known agent"
                 raise ConfigError(f"{name}: after names {dep!r}, which is {state}", path, line)
-    visiting: list[str] = []
-    done: set[str] = set()
-
-    def visit(name: str) -> None:
-        if name in done:
-            return
-        if name in visiting:
-            cycle = visiting[visiting.index(name):] + [name]
-            path, line = loc.find(opts.AGENT_GROUP_PREFIX + name, "after")
-            raise ConfigError("dependency cycle: " + " -> ".join(cycle), path, line)
-        visiting.append(name)
-        for dep in agents[name].after:
-            visit(dep)
-        visiting.pop()
-        done.add(name)
-
-    for name in enabled:
-        visit(name)
+    try:
+        deps.start_order({name: list(agents[name].after) for name in enabled})
+    except deps.DependencyError as exc:
+        first = next((n for n in enabled if agents[n].after), enabled[0])
+        path, line = loc.find(opts.AGENT_GROUP_PREFIX + first, "after")
+        raise ConfigError(str(exc), path, line) from None
 
 
 def load_settings(
