@@ -1,4 +1,4 @@
-"""The shipped units in a real systemd (PID 1 in a systemd-nspawn container, tests/fixtures/nspawn.py).
+"""The shipped units in a real systemd: PID 1 in an nspawn container (tests/fixtures/nspawn.py).
 
 What users do with the service: `systemctl start|reload|restart`, `journalctl -u/-t`, drop-in
 snippets. Each is driven here against a real systemd, not a fake.
@@ -12,18 +12,14 @@ snippets. Each is driven here against a real systemd, not a fake.
 
 from __future__ import annotations
 
-import json
 import pathlib
-import shlex
-import signal
-import subprocess
 import sys
 import textwrap
 import time
 
 import pytest
 
-from tests.fixtures.nspawn import PROJECT_ROOT, Container, wait_until, write_console_script
+from tests.fixtures.nspawn import PROJECT_ROOT, Container, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -122,3 +118,156 @@ SyslogIdentifier=smoke-ident
     finally:
         c.systemctl("stop", "smoke-probe.service")
         c.remove_unit("smoke-probe.service")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. The shipped units, with the probe as the main process and a recording cleanup stub.
+#    This proves what the unit file itself promises, whatever the supervisor does.
+
+SERVICE = "hvsupervisor.service"
+CLEANUP = "hvsupervisor-cleanup.service"
+
+
+@pytest.fixture(scope="module")
+def probe_units(systemd_container: Container, probe_script) -> dict[str, pathlib.Path]:
+    """Install the shipped units; drop-ins swap in the probe and a cleanup stub (as a venv
+    install swaps ExecStart=), and shorten the watchdog and restart delays for the test."""
+    c = systemd_container
+    shared = c.shared
+    files = {
+        "cleanup_log": shared / "cleanup.log",
+        "grandchild": shared / "probe-grandchild.pid",
+    }
+    stub = shared / "cleanup-stub"
+    stub.write_text(f'#!/bin/sh\necho "$*" >> {files["cleanup_log"]}\n')
+    stub.chmod(0o755)
+    c.write(f"/etc/systemd/system/{SERVICE}", (UNITS / SERVICE).read_text())
+    c.write(f"/etc/systemd/system/{CLEANUP}", (UNITS / CLEANUP).read_text())
+    c.write(
+        f"/etc/systemd/system/{SERVICE}.d/50-probe.conf",
+        f"""\
+[Service]
+ExecStart=
+ExecStart={PY} {probe_script} 0.3 {files["grandchild"]}
+ExecReload=
+ExecReload=/bin/kill -HUP $MAINPID
+WatchdogSec=2s
+TimeoutAbortSec=2s
+RestartSec=200ms
+""",
+    )
+    c.write(
+        f"/etc/systemd/system/{CLEANUP}.d/50-stub.conf",
+        f"[Service]\nExecStart=\nExecStart={stub} ovs\nExecStart={stub} netns\n",
+    )
+    c.systemctl("daemon-reload", check=True)
+    yield files
+    c.systemctl("stop", SERVICE, CLEANUP)
+    for name in (SERVICE, CLEANUP, f"{SERVICE}.d", f"{CLEANUP}.d"):
+        c.remove_unit(name)
+
+
+@pytest.fixture
+def probe_unit(systemd_container: Container, probe_units):
+    """The shipped unit started (with the probe), stopped and reset after the test."""
+    c = systemd_container
+    res, took = timed(c.systemctl, "start", SERVICE)
+    assert res.returncode == 0, res.stderr + c.journal("-u", SERVICE, "-n", "30")
+    yield probe_units
+    c.systemctl("stop", SERVICE)
+    c.systemctl("reset-failed", SERVICE)
+
+
+def main_pid(c: Container) -> int:
+    return int(c.show(SERVICE, "MainPID"))
+
+
+def test_shipped_unit_starts_with_deps_cleanup_and_dirs(systemd_container: Container, probe_unit):
+    c = systemd_container
+    assert c.show(SERVICE, "ActiveState") == "active"
+    assert c.show(SERVICE, "StatusText") == "probe ready"
+    # The cleanup oneshot ran first, both commands in order, and stays active.
+    assert probe_unit["cleanup_log"].read_text().splitlines()[:2] == ["ovs", "netns"]
+    assert c.show(CLEANUP, "ActiveState") == "active"
+    cleanup_done = int(c.show(CLEANUP, "ExecMainExitTimestampMonotonic"))
+    started = int(c.show(SERVICE, "ExecMainStartTimestampMonotonic"))
+    assert 0 < cleanup_done <= started
+    # Wants= pulled in the host daemons (basic.target started neither), and After= had them
+    # finish starting before ExecStart.
+    for dep in ("libvirtd.service", "openvswitch-switch.service"):
+        assert int(c.show(dep, "InactiveExitTimestampMonotonic")) > 0, f"{dep} was not started"
+        if c.show(dep, "ActiveState") == "active":
+            assert int(c.show(dep, "ActiveEnterTimestampMonotonic")) <= started, dep
+    modes = {
+        "/run/hvsupervisor": 0o750,
+        "/var/lib/hvsupervisor": 0o700,
+        "/var/log/hvsupervisor": 0o750,
+    }
+    for path, mode in modes.items():
+        st = (c.root / path.lstrip("/")).stat()
+        assert (st.st_mode & 0o7777, st.st_uid) == (mode, 0), path
+
+
+def test_restart_reruns_nothing_and_leaves_nothing(systemd_container: Container, probe_unit):
+    """`systemctl restart`: no second cleanup; KillMode=mixed SIGKILLs a setsid() grandchild
+    that ignores SIGTERM once the main process is gone."""
+    c = systemd_container
+    cleanups = probe_unit["cleanup_log"].read_text()
+    old_main = main_pid(c)
+    grandchild = int(
+        wait_until(lambda: probe_unit["grandchild"].read_text().strip(), 5, what="pidfile")
+    )
+    assert c.alive(grandchild)
+    res, took = timed(c.systemctl, "restart", SERVICE)
+    assert res.returncode == 0, res.stderr
+    assert c.show(SERVICE, "ActiveState") == "active"
+    assert main_pid(c) != old_main
+    assert not c.alive(old_main)
+    assert not c.alive(grandchild), "a setsid() grandchild outlived the restart"
+    assert probe_unit["cleanup_log"].read_text() == cleanups, "cleanup ran again on restart"
+
+
+def test_host_daemon_stop_does_not_stop_the_unit(systemd_container: Container, probe_unit):
+    """Wants=, not Requires=: stopping or restarting OVS (a package upgrade does) or libvirtd
+    leaves the supervisor and its agents alone."""
+    c = systemd_container
+    before = main_pid(c)
+    c.systemctl("restart", "openvswitch-switch.service", timeout=60)
+    c.systemctl("stop", "libvirtd.service", "openvswitch-switch.service", timeout=60)
+    assert c.show(SERVICE, "ActiveState") == "active"
+    assert main_pid(c) == before
+
+
+def test_watchdog_restarts_a_hung_main_process(systemd_container: Container, probe_unit):
+    c = systemd_container
+    before = main_pid(c)
+    restarts = int(c.show(SERVICE, "NRestarts"))
+    t0 = time.monotonic()
+    c.run(["kill", "-STOP", str(before)], check=True)
+
+    def restarted() -> bool:
+        return (
+            int(c.show(SERVICE, "NRestarts")) > restarts
+            and c.show(SERVICE, "ActiveState") == "active"
+            and main_pid(c) not in (0, before)
+        )
+
+    wait_until(restarted, 20, interval=0.2, what="a watchdog restart")
+    took = time.monotonic() - t0
+    assert not c.alive(before)
+    assert "Watchdog timeout" in c.journal("-u", SERVICE, "--since", "-1min")
+    # WatchdogSec=2s, then SIGABRT (a stopped process cannot act on it), TimeoutAbortSec=2s, then
+    # SIGKILL, RestartSec=200ms, then READY=1 0.3 s after the new start.
+    assert took < 10, f"watchdog restart took {took:.1f}s"
+
+
+def test_stop_removes_the_runtime_dir_and_every_process(systemd_container: Container, probe_unit):
+    c = systemd_container
+    pid = main_pid(c)
+    grandchild = int(
+        wait_until(lambda: probe_unit["grandchild"].read_text().strip(), 5, what="pidfile")
+    )
+    c.systemctl("stop", SERVICE, check=True)
+    assert not c.alive(pid) and not c.alive(grandchild)
+    assert not (c.root / "run/hvsupervisor").exists()
+    assert (c.root / "var/lib/hvsupervisor").is_dir()  # state is kept

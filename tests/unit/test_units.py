@@ -10,6 +10,7 @@ by path. (`systemd-analyze --root=DIR` would need a full unit tree under DIR: it
 
 from __future__ import annotations
 
+import configparser
 import os
 import pathlib
 import re
@@ -159,6 +160,27 @@ def test_service_directives():
     assert values(u, "Service", "ExecReload") == [f"{SHIPPED_BIN} reload"]
     # Covers oslo.service's graceful_shutdown_timeout default (60 s).
     assert seconds(one(u, "Service", "TimeoutStopSec")) > 60
+
+
+def shipped_catalog() -> configparser.RawConfigParser:
+    cat = configparser.RawConfigParser(strict=False, interpolation=None)
+    path = UNITS.parent / "etc" / "hvsupervisor.conf"
+    if not cat.read(path):
+        pytest.skip(f"{path} not in this checkout")
+    return cat
+
+
+def test_timeouts_cover_the_shipped_catalog():
+    """TimeoutStartSec above [supervisor] ready_timeout (else systemd fails the start before the
+    supervisor's degraded READY=1); TimeoutStopSec above the serial sum of the enabled agents'
+    stop_timeout (else systemd SIGKILLs the whole cgroup mid-drain)."""
+    u = parse_unit(SERVICE)
+    cat = shipped_catalog()
+    ready_timeout = cat.getfloat("supervisor", "ready_timeout")
+    assert seconds(one(u, "Service", "TimeoutStartSec")) > ready_timeout
+    enabled = [a.strip() for a in cat.get("DEFAULT", "enabled_agents").split(",") if a.strip()]
+    total_stop = sum(cat.getfloat(f"agent:{a}", "stop_timeout") for a in enabled)
+    assert seconds(one(u, "Service", "TimeoutStopSec")) > total_stop
 
 
 def test_service_dependencies_are_soft():
