@@ -396,3 +396,39 @@ def test_big_line_through_log_file_fd(tmp_path, kill_after):
     assert lines[1] == b"B" * size
     assert lines[2].startswith(b"standin: crashing")
     assert not os.stat(log).st_mode & 0o007  # nothing for "others"
+
+
+def test_reaper_install_reaps_children_that_exited_before(devnull):
+    pid = spawn(["true"], {"PATH": "/usr/bin:/bin"}, devnull, devnull)
+    wait_until(lambda: pathlib.Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z")
+
+    async def scenario():
+        seen = []
+        reaper = Reaper(lambda p, rc, sig: seen.append((p, rc, sig)))
+        reaper.install()  # no SIGCHLD will come any more: install must reap
+        reaper.close()
+        return seen
+
+    assert (pid, 0, None) in asyncio.run(scenario())
+
+
+def test_systemd_notifier_unreachable_socket_is_disabled(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
+    notifier = SystemdNotifier()
+    assert not notifier.enabled
+    assert notifier.ready() is False
+    assert "NOTIFY_SOCKET" not in os.environ
+    assert "cannot connect to NOTIFY_SOCKET" in caplog.text
+
+
+def test_systemd_notifier_abstract_socket(monkeypatch):
+    import socket
+
+    name = f"hvsup-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as srv:
+        srv.bind("\0" + name)
+        srv.settimeout(5)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        notifier = SystemdNotifier()
+        assert notifier.ready_with_status("ok")
+        assert srv.recv(4096) == b"READY=1\nSTATUS=ok"
