@@ -16,6 +16,7 @@ supervisor loop (asyncio, single thread) stays in charge of decisions:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -24,7 +25,9 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import subprocess
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 LOG = logging.getLogger(__name__)
 
@@ -102,42 +105,53 @@ def _resolve(argv0: str, env: Mapping[str, str]) -> str:
     return path
 
 
-def _inherited_extra_fds(keep: Iterable[int]) -> list[int]:
-    """Inheritable fds above 2 (e.g. socket-activation fds from systemd).
+@contextlib.contextmanager
+def _ignored_signals_caught() -> Iterator[None]:
+    """Turn SIG_IGN dispositions into no-op handlers around an exec.
 
-    Python creates every fd O_CLOEXEC (PEP 446), so normally this is empty;
-    anything listed here would otherwise leak through exec into the agent.
+    SIG_IGN survives exec, a caught signal does not (it becomes SIG_DFL).
+    subprocess' restore_signals only resets SIGPIPE and SIGXFSZ; a supervisor
+    started under nohup also ignores SIGHUP, and the agent must not inherit
+    that. A no-op handler has the same effect as SIG_IGN for us in the
+    meantime, so no signal is lost or fatal during the swap. Main thread
+    only (signal.signal); elsewhere this does nothing.
     """
-    keep = set(keep)
-    extra = []
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd <= 2 or fd in keep:
-            continue
-        try:
-            if os.get_inheritable(fd):
-                extra.append(fd)
-        except OSError:  # the fd of the listdir itself, already closed
-            continue
-    return extra
-
-
-def _ignored_signals() -> set[int]:
-    """Signals we ignore; SIG_IGN survives exec, so reset them in the child.
-
-    Python itself ignores SIGPIPE and SIGXFSZ at startup; an agent must get the
-    default (subprocess' restore_signals does the same).
-    """
-    ignored = {signal.SIGPIPE, signal.SIGXFSZ}
-    for sig in signal.valid_signals():
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    swapped = []
+    for sig in _kernel_ignored_signals() - _RESTORED_BY_SUBPROCESS:
         try:
             if signal.getsignal(sig) == signal.SIG_IGN:
-                ignored.add(sig)
+                signal.signal(sig, _noop_handler)
+                swapped.append(sig)
         except (ValueError, OSError):
             continue
-    return ignored
+    try:
+        yield
+    finally:
+        for sig in swapped:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+_RESTORED_BY_SUBPROCESS = frozenset({signal.SIGPIPE, signal.SIGXFSZ})
+
+
+def _kernel_ignored_signals() -> set[int]:
+    """Signals whose disposition is SIG_IGN, from /proc/self/status SigIgn.
+
+    One read (~10 us) instead of signal.getsignal() on every signal (~170 us).
+    """
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"SigIgn:"):
+                mask = int(line.split()[1], 16)
+                return {n + 1 for n in range(mask.bit_length()) if mask >> n & 1}
+    return set()
+
+
+def _noop_handler(signum: int, frame: object) -> None:
+    """Stands in for SIG_IGN while spawning; see _ignored_signals_caught."""
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], stdout_fd: int, stderr_fd: int,
@@ -146,59 +160,50 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], stdout_fd: int, stderr_fd
 
     The child gets a new session (setsid: a Ctrl-C on the operator's terminal
     never reaches the agents, and its pgid is its own), stdin from /dev/null,
-    ``stdout_fd``/``stderr_fd`` as 1/2, every other fd closed, default signal
-    dispositions and an empty signal mask.
+    ``stdout_fd``/``stderr_fd`` as 1/2, every other fd closed (close_range,
+    so inheritable fds such as socket-activation fds from systemd do not leak
+    either), default signal dispositions and an empty signal mask.
 
-    Implementation: ``os.posix_spawn`` (glibc: clone(CLONE_VM|CLONE_VFORK),
-    exec errors reported back synchronously). Measured on this 2-core box,
-    /bin/true, 300 spawns each, parent-side cost of the call:
-    ``subprocess.Popen`` (vfork path, close_fds, start_new_session)
-    median 147-196 us, p90 165-281 us (1210 us with a 500 MB heap);
-    ``os.posix_spawn`` median 108-120 us, p90 145-152 us.
-    posix_spawn is also *correct* where Popen is not for us: an unreferenced
-    Popen object lands in subprocess._active and a later Popen() calls
-    waitpid() on it, which would steal the exit status from ``Reaper``.
-    (Resetting *every* signal with setsigdef costs ~180 us more in the vfork
-    child, so only the ignored ones are reset: glibc already resets handled
-    signals to SIG_DFL in the child.)
+    Implementation: ``subprocess.Popen`` (CPython's vfork path, taken because
+    we use no preexec_fn/user/group), not ``os.posix_spawn``. Measured on this
+    2-core box (glibc 2.36, Python 3.11), /bin/true, 300 spawns each,
+    parent-side cost of the call:
 
-    ``cwd``: posix_spawn has no chdir action before glibc 2.29's _np variant,
-    and Python does not expose it, so a cwd other than ours falls back to
-    Popen (rare: agents do not need one).
+    * ``os.posix_spawn`` (setsid, /dev/null open, dup2s): median 108-120 us,
+      p90 145-152 us. Resetting *every* signal via setsigdef costs ~180 us
+      more (one sigaction per signal in the vfork child).
+    * ``subprocess.Popen`` (close_fds, start_new_session, DEVNULL):
+      median 147-196 us, p90 165-281 us.
 
-    Raises ``SpawnError`` for a missing / non-executable binary.
+    posix_spawn is ~50 us faster but **not correct** here: glibc's
+    posix_spawn child leaves its internal signals 32/33 (SIGCANCEL,
+    SIGSETXID) set to SIG_IGN, which survives exec (seen as SigIgn
+    0x180000000 in the child's /proc status), and Python cannot list them in
+    setsigdef (sigaddset refuses internal signals). 50 us is nothing next to
+    an agent's multi-second start, so Popen it is. This function as a whole
+    (path check, SIG_IGN swap, Popen): median 183-225 us, p90 204-271 us.
+
+    The Popen object is dropped at once with ``returncode`` set: otherwise it
+    would sit in subprocess._active and a later Popen() would waitpid() it,
+    stealing the exit status from ``Reaper``.
+
+    Raises ``SpawnError`` for a missing / non-executable binary (checked
+    before the fork, and again from the exec error Popen reports).
     """
     if not argv:
         raise SpawnError("<empty>", "empty command")
     path = _resolve(argv[0], env)
-    if cwd is not None and os.path.realpath(cwd) != os.path.realpath(os.getcwd()):
-        return _spawn_popen(path, argv, env, stdout_fd, stderr_fd, cwd)
-    actions: list[tuple] = [
-        (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_DUP2, stdout_fd, 1),
-        (os.POSIX_SPAWN_DUP2, stderr_fd, 2),
-    ]
-    actions += [(os.POSIX_SPAWN_CLOSE, fd)
-                for fd in _inherited_extra_fds(keep=(stdout_fd, stderr_fd))]
-    try:
-        return os.posix_spawn(path, list(argv), dict(env), file_actions=actions,
-                              setsid=True, setsigdef=_ignored_signals(), setsigmask=())
-    except OSError as exc:
-        raise SpawnError(argv[0], exc.strerror or str(exc)) from exc
-
-
-def _spawn_popen(path: str, argv: Sequence[str], env: Mapping[str, str], stdout_fd: int,
-                 stderr_fd: int, cwd: str) -> int:
-    import subprocess
-
-    try:
-        proc = subprocess.Popen([path, *argv[1:]], executable=path, env=dict(env), cwd=cwd,
-                                stdin=subprocess.DEVNULL, stdout=stdout_fd, stderr=stderr_fd,
-                                close_fds=True, start_new_session=True)
-    except OSError as exc:
-        raise SpawnError(argv[0], exc.strerror or str(exc)) from exc
-    # The Reaper owns waitpid(); stop subprocess' _cleanup() from reaping it.
-    proc.returncode = 0
+    if cwd is not None and not os.path.isdir(cwd):
+        raise SpawnError(argv[0], f"working directory {cwd} does not exist")
+    with _ignored_signals_caught():
+        try:
+            proc = subprocess.Popen(
+                list(argv), executable=path, env=dict(env), cwd=cwd,
+                stdin=subprocess.DEVNULL, stdout=stdout_fd, stderr=stderr_fd,
+                close_fds=True, start_new_session=True, restore_signals=True)
+        except OSError as exc:
+            raise SpawnError(argv[0], exc.strerror or str(exc)) from exc
+    proc.returncode = 0  # the Reaper owns waitpid() for this pid
     return proc.pid
 
 
