@@ -298,6 +298,23 @@ def _missing_supervisor() -> str | None:
 ALPHA_HELLO = "alpha says hello"
 BETA_HELLO = "beta says hello"
 
+# The plan appends `--config-file F` per resolved file (the upstream daemons' oslo.config
+# flags); tests/standin.py does not take that flag, so this wrapper takes them off, prints
+# them (the journal then shows which files an agent got) and execs the stand-in in place.
+STANDIN_WRAPPER = textwrap.dedent(
+    """\
+    import os, sys
+    args, files, it = [], [], iter(sys.argv[2:])
+    for a in it:
+        if a == "--config-file":
+            files.append(next(it))
+        else:
+            args.append(a)
+    print("config files: " + " ".join(files), flush=True)
+    os.execv(sys.executable, [sys.executable, sys.argv[1], *args])
+    """
+)
+
 
 @pytest.fixture
 def hvsup(systemd_container: Container):
@@ -311,7 +328,10 @@ def hvsup(systemd_container: Container):
     if base.exists():
         shutil.rmtree(base)
     defaults, override = base / "defaults", base / "override"
-    standin = PROJECT_ROOT / "tests" / "standin.py"
+    base.mkdir(parents=True)
+    standin = base / "standin-wrapper.py"
+    standin.write_text(STANDIN_WRAPPER)
+    standin = f"{standin} {PROJECT_ROOT / 'tests' / 'standin.py'}"
     catalog = f"""\
 [DEFAULT]
 enabled_agents = alpha,beta
@@ -427,6 +447,8 @@ def test_reload_restarts_only_the_affected_agent(systemd_container: Container, h
 
     after = wait_until(alpha_replaced, 15, interval=0.1, what="alpha restarted by reload")
     assert after["beta"] == before["beta"], "reload restarted an agent whose plan did not change"
+    # The restarted alpha was given the snippet (the first alpha ran before it existed).
+    wait_until(lambda: str(snippet) in c.journal("-t", "alpha"), 5, what="snippet in argv")
     assert not c.alive(before["alpha"])
     assert c.show(SERVICE, "ActiveState") == "active"
 
