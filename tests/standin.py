@@ -140,6 +140,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dump-env", default=None, metavar="FILE")
     p.add_argument("--print", dest="print_text", default=None, metavar="TEXT")
     p.add_argument("--pidfile", default=None, metavar="FILE")
+    p.add_argument("--config-file", action="append", default=[],
+                   help="accepted and ignored: every plan passes its files this way")
     return p.parse_args(argv)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oslo_config import cfg
+from oslo_log import log as oslo_log
 
 from hvsupervisor import deps, opts, paths
 from hvsupervisor.config import layers
@@ -144,6 +145,13 @@ def _get(conf: cfg.ConfigOpts, loc: _Locator, group: str, option: str):
 
 def _load_conf(files: list[layers.LayerFile]) -> cfg.ConfigOpts:
     conf = cfg.ConfigOpts()
+    # oslo.log's options ([DEFAULT] debug, log_file, ...) configure our own logs.
+    oslo_log.register_options(conf)
+    conf.set_default("log_dir", opts.DEFAULT_LOG_DIR)
+    conf.set_default("log_file", "hvsupervisor.log")  # relative: joined to log_dir
+    # Our own lines also go to stderr (the journal under systemd) when a log
+    # file is written too.
+    conf.set_default("use_stderr", True)
     conf.register_opts(opts.default_opts)
     conf.register_opts(opts.supervisor_opts, group="supervisor")
     args: list[str] = []
@@ -222,6 +230,8 @@ def load_settings(
     parsed = [parse_file(lf.path) for lf in res.files]
     loc = _Locator(parsed)
     conf = _load_conf(res.files)
+    if log_dir:
+        conf.set_override("log_dir", log_dir)  # oslo.log's file for ourselves follows it
 
     sections = sorted(
         {s for pf in parsed for s in pf.sections if s.startswith(opts.AGENT_GROUP_PREFIX)}
