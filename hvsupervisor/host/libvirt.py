@@ -157,7 +157,7 @@ class LibvirtGate(RetryingGate):
         *,
         keepalive: tuple[int, int] | None = None,
         initial_delay: float = 0.05,
-        max_delay: float = 1.0,
+        max_delay: float = 0.5,
         probe_timeout: float = 30.0,
     ) -> None:
         super().__init__("libvirt", initial_delay, max_delay)

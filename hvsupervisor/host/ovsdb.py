@@ -169,7 +169,7 @@ class OvsdbGate(RetryingGate):
         *,
         connect_timeout: float = 5.0,
         initial_delay: float = 0.05,
-        max_delay: float = 1.0,
+        max_delay: float = 0.5,
     ) -> None:
         super().__init__("ovsdb", initial_delay, max_delay)
         self.remote = remote

@@ -28,13 +28,14 @@ def next_delay(delay: float, initial: float, cap: float) -> float:
 class RetryingGate(Gate):
     """A gate whose watch is "try, hold while open, back off while shut"."""
 
-    def __init__(self, name: str, initial_delay: float = 0.05, max_delay: float = 1.0) -> None:
+    def __init__(self, name: str, initial_delay: float = 0.05, max_delay: float = 0.5) -> None:
         self.name = name
         self._initial = initial_delay
         self._cap = max_delay
         self._status = GateStatus(name, False, f"{name}: not checked yet", {})
         self._on_change: OnChange | None = None
         self._task: asyncio.Task[None] | None = None
+        self._reported = False
 
     @property
     def status(self) -> GateStatus:
@@ -44,6 +45,7 @@ class RetryingGate(Gate):
         if self._task is not None:
             raise RuntimeError(f"gate {self.name} already started")
         self._on_change = on_change
+        self._reported = False
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"gate-{self.name}"
         )
@@ -59,7 +61,7 @@ class RetryingGate(Gate):
 
     def _emit(self, status: GateStatus) -> None:
         changed = (status.open, status.reason) != (self._status.open, self._status.reason)
-        first = self._status.reason.endswith("not checked yet")
+        first, self._reported = not self._reported, True
         self._status = status
         if (changed or first) and self._on_change is not None:
             try:
