@@ -240,7 +240,7 @@ class LibvirtGate(RetryingGate):
             why = {
                 libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "connection closed by libvirtd",
                 libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timeout",
-                libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "connection error",
+                libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "connection lost (libvirtd went away?)",
             }.get(reason, f"connection closed (reason {reason})")
             status = GateStatus("libvirt", False, f"libvirt {self.uri}: {why}", {"uri": self.uri})
 

@@ -4,7 +4,7 @@ and the bridges named in ``bridge_mappings`` exist.
 How it watches (event-driven): the ``ovs`` IDL is driven from the asyncio loop
 through ``_AsyncPoller``, which records what the IDL asks to wait for (its
 socket fds and its next timer) and turns that into ``loop.add_reader`` /
-``add_writer`` and one ``wait_for`` timeout. Inactivity probes are disabled
+``add_writer`` and one ``call_later`` timer. Inactivity probes are disabled
 (``probe_interval=0``; OVS already disables them for unix sockets), so an open,
 idle gate registers one fd and no timer: zero periodic wakeups. ovsdb-server
 exiting closes the socket; the IDL sees EOF and the gate shuts. A bridge deleted
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import os
 import select
 import socket
@@ -146,10 +145,14 @@ class _AsyncPoller:
         timeout = None if self.timeout < 0 else self.timeout / 1000
         if cap is not None:
             timeout = cap if timeout is None else min(timeout, cap)
+        # A plain timer, not wait_for: Python 3.11's wait_for can swallow a
+        # cancellation that races with the fd becoming ready.
+        timer = loop.call_later(timeout, wake) if timeout is not None else None
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken, timeout)
+            await woken
         finally:
+            if timer is not None:
+                timer.cancel()
             for fd in readers:
                 loop.remove_reader(fd)
             for fd in writers:
@@ -314,8 +317,8 @@ class OvsdbGate(RetryingGate):
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setblocking(False)
             try:
-                await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, addr),
-                                       self._connect_timeout)
+                async with asyncio.timeout(self._connect_timeout):
+                    await asyncio.get_running_loop().sock_connect(sock, addr)
             except TimeoutError:
                 return self._shut(f"no answer within {self._connect_timeout:g} s")
             except OSError as exc:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import logging
 
 from hvsupervisor.host.gate import Gate, GateStatus, OnChange
@@ -53,10 +52,13 @@ class RetryingGate(Gate):
     async def stop(self) -> None:
         task, self._task = self._task, None
         self._on_change = None
-        if task is not None:
+        while task is not None and not task.done():
+            # Repeat: a cancellation racing with a completed inner future can
+            # be swallowed by library code (e.g. 3.11's wait_for).
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            LOG.error("gate %s watch had failed: %s", self.name, task.exception())
         await self._disconnect()
 
     def _emit(self, status: GateStatus) -> None:
@@ -82,7 +84,14 @@ class RetryingGate(Gate):
             self._emit(status)
             if status.open:
                 delay = 0.0
-                self._emit(await self._until_lost())
+                try:
+                    lost = await self._until_lost()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # defensive, as above
+                    LOG.exception("gate %s: watch failed", self.name)
+                    lost = GateStatus(self.name, False, f"{self.name}: {exc}", {})
+                self._emit(lost)
                 await self._disconnect()
                 continue
             await self._disconnect()
