@@ -5,9 +5,11 @@ Latencies are printed (run with ``-s`` to see them) and asserted loosely.
 """
 
 import os
+import pathlib
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -214,23 +216,27 @@ def test_check_rows_fail_precisely_for_each_fault(libvirtd, ovs_server, tmp_path
     assert [r.status for r in rows if r.name == "bridges"] == ["warn"]
 
 
-def test_dir_not_writable_by_us_fails(tmp_path):
-    # A non-root identity is needed to see "not writable": run the check as nobody.
-    target = tmp_path / "state"
-    target.mkdir(mode=0o755)
-    os.chmod(tmp_path, 0o755)
-    code = ("from hvsupervisor.host.preflight import check_dir; import sys; "
-            "r = check_dir('state_dir', sys.argv[1]); print(r.status, r.detail)")
+def test_dir_not_writable_by_us_fails():
+    # A non-root identity is needed to see "not writable": run the check as nobody,
+    # with a python nobody may execute (the dev venv lives under /root).
+    python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+    repo = str(pathlib.Path(__file__).resolve().parents[2])
+    target = pathlib.Path(tempfile.mkdtemp(prefix="hvcheck-"))
     try:
-        res = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True,
-                             text=True, timeout=30, user=65534, cwd=os.getcwd(),
-                             env={"PYTHONPATH": os.getcwd()}, check=False)
-    except PermissionError as exc:
-        pytest.skip(f"nobody cannot run {sys.executable} here: {exc}")
-    if res.returncode != 0:
-        pytest.skip(f"cannot run python as nobody here: {res.stderr.strip()[-200:]}")
-    assert res.stdout.startswith("fail "), res.stdout
-    assert "not writable by uid 65534" in res.stdout
+        os.chmod(target, 0o755)
+        code = ("import sys; sys.path.insert(0, sys.argv[2]); "
+                "from hvsupervisor.host.preflight import check_dir; "
+                "r = check_dir('state_dir', sys.argv[1]); print(r.status, r.detail)")
+        try:
+            res = subprocess.run([python, "-c", code, str(target), repo], capture_output=True,
+                                 text=True, timeout=30, user=65534, cwd="/", check=False)
+        except PermissionError as exc:
+            pytest.skip(f"nobody cannot run {python} here: {exc}")
+        if res.returncode != 0:
+            pytest.skip(f"cannot run the check as nobody: {res.stderr.strip()[-200:]}")
+        assert res.stdout.strip() == f"fail {target} is not writable by uid 65534"
+    finally:
+        target.rmdir()
 
 
 def test_netns_check_leaves_nothing_behind():

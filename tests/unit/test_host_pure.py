@@ -186,3 +186,22 @@ def test_watch_loop_reports_changes_once_and_reopens():
     reasons, gate = asyncio.run(scenario())
     assert reasons == ["fake: refused", "fake: up", "fake: lost", "fake: up"]
     assert gate.disconnects >= 4
+
+
+def test_libvirt_gate_without_libvirt_python(monkeypatch):
+    # Simulates a host without libvirt-python (this dev venv has it installed).
+    import sys
+
+    from hvsupervisor.host.libvirt import LibvirtGate
+
+    monkeypatch.setitem(sys.modules, "libvirt", None)
+    gate = LibvirtGate("qemu:///system")
+    assert gate.probe().reason == "libvirt-python not installed"
+    seen = []
+
+    async def watch():
+        await gate.start(seen.append)
+        await gate.stop()
+
+    asyncio.run(watch())
+    assert [(s.open, s.reason) for s in seen] == [(False, "libvirt-python not installed")]
