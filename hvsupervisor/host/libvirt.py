@@ -291,4 +291,9 @@ class LibvirtGate(RetryingGate):
             except libvirt.libvirtError:
                 pass
 
-        await asyncio.wrap_future(events.submit(close()))
+        # Bounded: the event thread may be stuck in an open() to a hung libvirtd.
+        try:
+            async with asyncio.timeout(5):
+                await asyncio.wrap_future(events.submit(close()))
+        except TimeoutError:
+            pass
