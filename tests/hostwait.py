@@ -1,4 +1,4 @@
-"""Waiting helpers for host tests: ``wait_until`` and ``GateRunner``.
+"""Waiting helper for host tests: ``GateRunner`` (``wait_until`` is in tests/util.py).
 
 GateRunner runs a gate's asyncio watch in a background thread and record what it reports.
 
@@ -16,18 +16,6 @@ import time
 from collections.abc import Callable
 
 from hvsupervisor.host.gate import Gate, GateStatus
-
-
-def wait_until(pred: Callable[[], object], timeout: float, what: str,
-               interval: float = 0.02) -> float:
-    """Poll ``pred`` until true; return seconds waited, raise TimeoutError naming ``what``."""
-    t0 = time.monotonic()
-    while True:
-        if pred():
-            return time.monotonic() - t0
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 class GateRunner:

@@ -6,10 +6,15 @@ import os
 import time
 
 
-def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01, what: str = ""):
+class WaitTimeout(AssertionError, TimeoutError):
+    """A test failure (AssertionError) that fixtures can catch as TimeoutError to skip."""
+
+
+def wait_until(predicate, timeout: float = 5.0, what: str = "", interval: float = 0.01):
     """Poll ``predicate`` until it returns a truthy value; fail after ``timeout``.
 
     Waiting on the observable condition itself, never a fixed sleep.
+    Returns the predicate's value.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -17,7 +22,7 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01, what: st
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s {what}".rstrip())
+            raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what or 'condition'}")
         time.sleep(interval)
 
 
@@ -38,7 +43,7 @@ def read_pid(path, timeout: float = 5.0) -> int:
         except FileNotFoundError:
             return None
         return int(text) if text.isdigit() else None
-    return wait_until(get, timeout, what=f"for pidfile {path}")
+    return wait_until(get, timeout, what=f"pidfile {path}")
 
 
 def kill_quietly(pid: int, sig: int = 9) -> None:
