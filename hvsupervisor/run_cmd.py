@@ -20,7 +20,7 @@ from oslo_log import log as oslo_log
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import Settings
 
-LOCK_NAME = "hvsupervisor.lock"
+LOCK_NAME = "hvsupervisor.pid"  # the pidfile is also the single-instance lock
 CONTROL_NAME = "control.sock"
 
 

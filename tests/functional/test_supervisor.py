@@ -275,3 +275,23 @@ def test_removed_agent_stopped_and_new_agent_started_on_reload(node):
     assert reply["stopped"] == ["b"]
     wait_until(lambda: not pid_alive(b_pid))
     wait_until(lambda: [a["name"] for a in node.status()["agents"]] == ["a"])
+
+
+def test_daemon_mode_detaches_with_pidfile(node, tmp_path):
+    """--daemon (python-daemon) for hosts without systemd: detached, pidfile, clean stop."""
+    import subprocess
+
+    node.agent("a", standin("--pidfile", str(tmp_path / "a.pid")), ready="alive:0.1")
+    node.write_catalog()
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    cp = subprocess.run([*node.cli(), "run", "--daemon"], env=env, timeout=30,
+                        capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stderr  # the foreground part returns at once
+    pidfile = node.run_dir / "hvsupervisor.pid"
+    pid = read_pid(pidfile)
+    assert pid_alive(pid)
+    wait_until(lambda: (node.run_dir / "control.sock").exists(), 10, "control socket")
+    node.wait_agent("a", lambda a: a["ready"])
+    agent_pid = read_pid(tmp_path / "a.pid")
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not pid_alive(pid) and not pid_alive(agent_pid), 15, "daemon stop")
