@@ -366,7 +366,9 @@ class Supervisor:
     def _report(self) -> None:
         line = summary_line(self.snapshots())
         all_ready = bool(self.agents) and all(a.machine.ready for a in self.agents.values())
-        if self._degraded_ready and not all_ready:
+        if all_ready:
+            self._degraded_ready = False  # a late agent caught up after ready_timeout
+        elif self._degraded_ready:
             line = "degraded: " + line
         if line != self._status:
             self._status = line
@@ -407,7 +409,8 @@ class Supervisor:
 
     def status_json(self) -> dict:
         return {
-            "ready": self._ready_sent and not self._degraded_ready,
+            "ready": self._ready_sent and bool(self.agents)
+            and all(a.machine.ready for a in self.agents.values()),
             "status": self._status,
             "agents": [
                 {
