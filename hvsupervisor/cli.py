@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "plan changed; a bad config is refused whole")
     p.add_argument("--format", choices=["table", "json"], default="table")
 
+    p = sub.add_parser("check", help="run every gate and preflight once; exit 1 on a failure")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
     cfgp = sub.add_parser("config", help="show the resolved configuration")
     csub = cfgp.add_subparsers(dest="config_verb", required=True, metavar="SUBCOMMAND")
     p = csub.add_parser("plan", help="an agent's argv, environment, files and digest")
@@ -91,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             from hvsupervisor import control_cmd
 
             return control_cmd.run(args, run_dir(args))
+        if args.verb == "check":
+            from hvsupervisor import check_cmd
+
+            return check_cmd.run(args)
         if args.verb == "config":
             from hvsupervisor import config_cmd
 

@@ -20,7 +20,7 @@ from oslo_log import log as oslo_log
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import Settings
 
-LOCK_NAME = "hvsupervisor.lock"
+LOCK_NAME = "hvsupervisor.pid"  # the pidfile is also the single-instance lock
 CONTROL_NAME = "control.sock"
 
 
@@ -57,20 +57,13 @@ def write_pid(fd: int) -> None:
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
 
-def _gate_factory():
-    try:
-        from hvsupervisor.host.wiring import make_gates
-    except ImportError:
-        return None
-    return make_gates
-
-
 async def _serve(settings: Settings, plans) -> int:
     from hvsupervisor.control.server import ControlServer
+    from hvsupervisor.host.wiring import make_gates
     from hvsupervisor.supervisor import Supervisor
     from hvsupervisor.systemd.notify import SystemdNotifier
 
-    sup = Supervisor(settings, plans, notifier=SystemdNotifier(), gate_factory=_gate_factory())
+    sup = Supervisor(settings, plans, notifier=SystemdNotifier(), gate_factory=make_gates)
     control = ControlServer(sup, settings.run_dir / CONTROL_NAME)
     await control.start()
     try:
@@ -80,7 +73,10 @@ async def _serve(settings: Settings, plans) -> int:
 
 
 def run(settings: Settings, daemonize: bool = False) -> int:
+    from hvsupervisor.host.wiring import gate_settings
+
     plans = build_plans(settings)  # ConfigError -> exit 78 before anything starts
+    gate_settings(settings, plans)  # likewise for what the host gates read
     make_dirs(settings)
     try:
         lock_fd = take_lock(settings.run_dir)

@@ -75,7 +75,7 @@ class Agent:
     log_path: Path | None = None
     child_status: str | None = None
     deps_ok: bool | None = None
-    gate_ok: bool | None = None
+    gate: tuple[bool, str] | None = None
     removing: bool = False
 
     @property
@@ -133,15 +133,18 @@ class Supervisor:
         settings: Settings,
         plans: dict[str, Plan],
         notifier: SystemdNotifier | None = None,
-        gate_factory: Callable[[Settings, dict[str, Plan]], dict] | None = None,
+        gate_factory: Callable[[Settings, dict[str, Plan]], tuple[object, dict]] | None = None,
         rng: random.Random | None = None,
     ):
         self.settings = settings
         self.notifier = notifier or SystemdNotifier()
+        # gate_factory(settings, plans) -> (key, {name: Gate}); a reload
+        # rebuilds the gates only when the key (their inputs) changed.
         self.gate_factory = gate_factory
         self.rng = rng or random.Random()
         self.agents: dict[str, Agent] = {}
         self.gates: dict = {}
+        self._gate_key: object = None
         self._initial_plans = plans
         self._queue: collections.deque[tuple[str, Event]] = collections.deque()
         self._draining = False
@@ -186,7 +189,8 @@ class Supervisor:
                 return False, st.reason
         return True, ""
 
-    def _on_gate_change(self, _status) -> None:
+    def _on_gate_change(self, status) -> None:
+        LOG.info("event=gate gate=%s open=%s reason=%s", status.name, status.open, status.reason)
         self._refresh_conditions()
         self._drain()
 
@@ -232,10 +236,10 @@ class Supervisor:
             if ok != agent.deps_ok:
                 agent.deps_ok = ok
                 self._post(name, DepsChanged(ok, reason))
-            gate_ok, gate_reason = self._gate_state(agent)
-            if gate_ok != agent.gate_ok:
-                agent.gate_ok = gate_ok
-                self._post(name, GateChanged(gate_ok, gate_reason))
+            gate = self._gate_state(agent)
+            if gate != agent.gate:  # the reason matters too: it is what STATUS= shows
+                agent.gate = gate
+                self._post(name, GateChanged(*gate))
         if self._queue and not self._draining:
             self._drain()
 
@@ -362,7 +366,9 @@ class Supervisor:
     def _report(self) -> None:
         line = summary_line(self.snapshots())
         all_ready = bool(self.agents) and all(a.machine.ready for a in self.agents.values())
-        if self._degraded_ready and not all_ready:
+        if all_ready:
+            self._degraded_ready = False  # a late agent caught up after ready_timeout
+        elif self._degraded_ready:
             line = "degraded: " + line
         if line != self._status:
             self._status = line
@@ -403,7 +409,8 @@ class Supervisor:
 
     def status_json(self) -> dict:
         return {
-            "ready": self._ready_sent and not self._degraded_ready,
+            "ready": self._ready_sent and bool(self.agents)
+            and all(a.machine.ready for a in self.agents.values()),
             "status": self._status,
             "agents": [
                 {
@@ -445,6 +452,9 @@ class Supervisor:
                     str(self.settings.state_dir), str(self.settings.log_dir),
                     str(self.settings.run_dir))
                 plans = build_plans(settings)
+                gates = None
+                if self.gate_factory is not None:
+                    key, gates = self.gate_factory(settings, plans)
             except ConfigError as exc:
                 error = str(exc)
             if error is not None:
@@ -454,6 +464,8 @@ class Supervisor:
                 self._status = f"reload refused, old config kept: {error}"
                 self.notifier.ready_with_status(self._status[:400])
                 return {"ok": False, "error": error}
+            if gates is not None and key != self._gate_key:
+                await self._replace_gates(key, gates)
             result = self._apply_plans(settings, plans)
             LOG.info("event=reload restarted=%s started=%s stopped=%s",
                      result["restarted"], result["started"], result["stopped"])
@@ -489,6 +501,15 @@ class Supervisor:
         self._refresh_conditions()
         self._drain()
         return {"restarted": restarted, "started": started, "stopped": stopped}
+
+    async def _replace_gates(self, key: object, gates: dict) -> None:
+        old, self.gates, self._gate_key = self.gates, gates, key
+        for gate in old.values():
+            await gate.stop()
+        for name, gate in gates.items():
+            LOG.info("event=gate-watch gate=%s", name)
+            await gate.start(self._on_gate_change)
+        self._refresh_conditions()
 
     def _forget(self, agent: Agent) -> None:
         for handle in agent.timers.values():
@@ -576,9 +597,7 @@ class Supervisor:
         for name in deps.start_order({n: list(p.after) for n, p in plans.items()}):
             self.agents[name] = self._make_agent(plans[name])
         if self.gate_factory is not None:
-            self.gates = self.gate_factory(self.settings, plans)
-            for gate in self.gates.values():
-                await gate.start(self._on_gate_change)
+            await self._replace_gates(*self.gate_factory(self.settings, plans))
         timeout = self.settings.supervisor.ready_timeout
         self._ready_timer = self._loop.call_later(timeout, self._ready_timeout)
         interval = self.notifier.watchdog_interval()

@@ -21,23 +21,13 @@ import pytest
 from hvsupervisor.process import Reaper, SpawnError, child_env, describe_exit, spawn
 from hvsupervisor.systemd.journal import journal_available, journal_stream, log_file_fd
 from hvsupervisor.systemd.notify import NotifyListener, SystemdNotifier
+from tests.util import wait_until
 
 pytestmark = pytest.mark.functional
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 STANDIN = str(ROOT / "tests" / "standin.py")
 PY = sys.executable
-
-
-def wait_until(predicate, timeout=5.0, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 def reap_blocking(pid: int, timeout: float = 5.0) -> tuple[int | None, int | None]:
