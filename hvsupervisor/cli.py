@@ -1,0 +1,83 @@
+"""The ``hvsupervisor`` command line: one verb per intent, as systemctl does.
+
+Operator mistakes end as one line on stderr and an exit code (78 for
+configuration, EX_CONFIG), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hvsupervisor import paths
+from hvsupervisor.config.errors import EX_CONFIG, ConfigError
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("layers and directories")
+    g.add_argument("--defaults-dir", type=Path, default=None,
+                   help="shipped defaults (default: the package's etc/)")
+    g.add_argument("--override-dir", type=Path, default=None,
+                   help=f"operator overrides and conf.d snippets (default: "
+                        f"{paths.DEFAULT_OVERRIDE_DIR})")
+    g.add_argument("--state-dir", default=None, help="overrides [DEFAULT] state_dir")
+    g.add_argument("--log-dir", default=None, help="overrides [DEFAULT] log_dir")
+    g.add_argument("--run-dir", default=None, help="overrides [DEFAULT] run_dir")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hvsupervisor",
+        description="Run and supervise an OpenStack hypervisor node's agents.",
+    )
+    _global_options(parser)
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    cfgp = sub.add_parser("config", help="show the resolved configuration")
+    csub = cfgp.add_subparsers(dest="config_verb", required=True, metavar="SUBCOMMAND")
+    p = csub.add_parser("plan", help="an agent's argv, environment, files and digest")
+    p.add_argument("agent")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p = csub.add_parser("explain", help="an option's effective value and the file:line that set it")
+    p.add_argument("agent")
+    p.add_argument("section")
+    p.add_argument("option")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p = csub.add_parser("validate", help="resolve every enabled agent's plan; exit 78 if invalid")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    return parser
+
+
+def load(args: argparse.Namespace):
+    """Settings from the global options (ConfigError on bad config)."""
+    from hvsupervisor.config.settings import load_settings
+
+    return load_settings(args.defaults_dir, args.override_dir, args.state_dir,
+                         args.log_dir, args.run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.verb == "config":
+            from hvsupervisor import config_cmd
+
+            return config_cmd.run(args, load(args))
+        parser.error(f"unknown command {args.verb}")
+    except ConfigError as exc:
+        print(f"hvsupervisor: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+def print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Provenance: the effective value of an agent option, and where it came from.
+
+The value is computed by oslo.config itself, over the plan's exact file list,
+so the answer matches what the daemon will see: last parsed file wins,
+``$var`` interpolation, quoting. The agents' option schemas are not known
+here (nova and neutron need not be installed), so every key found in the
+files is registered as a string option; the few options known to be
+multi-valued (they add up across files instead of overriding) are
+registered as such. Then oslo's ``get_location`` names the winning file and
+our line-recording parse (config/parse.py) gives the line.
+
+Precedence above files, as oslo applies it: the command line, then
+``OS_<GROUP>__<OPT>`` environment variables (only those the plan sets: the
+supervisor scrubs the rest from a child's environment).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from oslo_config import cfg
+
+from hvsupervisor.config.plan import Plan
+
+# Options that oslo declares multi=True in the agents we ship: their values
+# accumulate across files (nova/conf/pci.py). Explain lists every contributor.
+MULTI_OPTS = {("pci", "device_spec"), ("pci", "alias"), ("pci", "passthrough_whitelist")}
+
+_SECRET_NAME = re.compile(r"(password|passwd|secret|token|credential|private_key|_key$)", re.I)
+# scheme://user:pw@host, and oslo.messaging's extra hosts ",user:pw@host2".
+_URL_CREDS = re.compile(
+    r"(?P<scheme>[A-Za-z][\w+.-]*://|,)(?P<user>[^:/@\s,;]*):(?P<pw>[^@\s,]*)@"
+)
+_RESERVED = {"config_file", "config_dir", "config_source"}
+
+
+def mask_text(text: str) -> str:
+    """Mask the password part of every URL in ``text`` (transport_url, connection...)."""
+    return _URL_CREDS.sub(lambda m: f"{m['scheme']}{m['user']}:****@", text)
+
+
+def mask_value(option: str, value: str | None) -> str | None:
+    """Mask a value for display: whole value for secret names, URL passwords otherwise."""
+    if value is None:
+        return None
+    if _SECRET_NAME.search(option) and value:
+        return "****"
+    return mask_text(value)
+
+
+def _norm_group(section: str) -> str:
+    return "DEFAULT" if section.upper() == "DEFAULT" else section.lower()
+
+
+@dataclass
+class Explanation:
+    agent: str
+    section: str
+    option: str
+    value: str | None
+    file: str | None
+    line: int | None
+    source: str  # "file" | "environment" | "command line" | "unset"
+    contributors: list[tuple[str, int]] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "agent": self.agent,
+            "section": self.section,
+            "option": self.option,
+            "value": self.value,
+            "file": self.file,
+            "line": self.line,
+            "source": self.source,
+            "contributors": [{"file": f, "line": n} for f, n in self.contributors],
+        }
+
+
+class Effective:
+    """oslo.config's view of one plan's files: ``lookup(section, option)``."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.conf = cfg.ConfigOpts()
+        known: dict[str, set[str]] = {}
+        for pf in plan.parsed:
+            for section, keys in pf.sections.items():
+                known.setdefault(_norm_group(section), set()).update(keys)
+        for group, keys in known.items():
+            for key in sorted(keys):
+                name = key.replace("-", "_")
+                if group == "DEFAULT" and name in _RESERVED:
+                    continue
+                multi = (group, name) in MULTI_OPTS
+                opt = cfg.MultiStrOpt(name) if multi else cfg.StrOpt(name)
+                self.conf.register_opt(opt, group=None if group == "DEFAULT" else group)
+        args: list[str] = []
+        for f in plan.files:
+            args += ["--config-file", f.path]
+        self.conf(args=args, default_config_files=[], default_config_dirs=[], use_env=False)
+
+    def _cli_value(self, group: str, option: str) -> str | None:
+        if group != "DEFAULT":
+            flags = {f"--{group}-{option}".replace("_", "-")}
+        else:
+            flags = {f"--{option}", f"--{option.replace('_', '-')}"}
+        value = None
+        argv = list(self.plan.argv)
+        for i, arg in enumerate(argv):
+            name, eq, rest = arg.partition("=")
+            if name in flags:
+                value = rest if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        return value
+
+    def _env_value(self, group: str, option: str) -> str | None:
+        return self.plan.env.get(f"OS_{group.upper()}__{option.upper()}")
+
+    def explain(self, section: str, option: str) -> Explanation:
+        """Effective value (unmasked) and provenance of ``[section] option``."""
+        group = _norm_group(section)
+        name = option.replace("-", "_")
+        contributors = []
+        for pf in self.plan.parsed:
+            for sec, keys in pf.sections.items():
+                if _norm_group(sec) == group and (name in keys or option in keys):
+                    for _value, line in keys.get(name, keys.get(option, [])):
+                        contributors.append((str(pf.path), line))
+        cli = self._cli_value(group, name)
+        if cli is not None:
+            return Explanation(self.plan.agent, section, option, cli, None, None,
+                               "command line", contributors)
+        env = self._env_value(group, name)
+        if env is not None:
+            return Explanation(self.plan.agent, section, option, env, None, None,
+                               "environment", contributors)
+        if not contributors:
+            return Explanation(self.plan.agent, section, option, None, None, None, "unset")
+        grp = None if group == "DEFAULT" else group
+        try:
+            value = self.conf[name] if grp is None else self.conf[grp][name]
+        except (cfg.TemplateSubstitutionError, cfg.NoSuchOptError, ValueError):
+            value = None
+        if isinstance(value, list):
+            value = "\n".join(value)
+        loc = self.conf.get_location(name, grp)
+        path = loc.detail if loc is not None else contributors[-1][0]
+        line = next((n for f, n in reversed(contributors) if f == path), None)
+        if value is None:  # interpolation failed: show what the file says
+            value = _raw_last(self.plan, group, name)
+        return Explanation(self.plan.agent, section, option, value, path, line, "file",
+                           contributors)
+
+    def lookup(self, section: str, option: str) -> str | None:
+        """The effective value only (for host gates deriving URIs and bridges)."""
+        return self.explain(section, option).value
+
+
+def _raw_last(plan: Plan, group: str, name: str) -> str | None:
+    value = None
+    for pf in plan.parsed:
+        for sec, keys in pf.sections.items():
+            if _norm_group(sec) == group and name in keys:
+                value = keys[name][-1][0]
+    return value
+
+
+def effective(plan: Plan) -> Effective:
+    return Effective(plan)

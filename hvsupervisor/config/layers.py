@@ -1,0 +1,140 @@
+"""The layering rules (DESIGN.md section 3), resolved to an ordered file list.
+
+1. A base file in the override dir replaces the default whole (the snap's
+   rule): no merging inside a file.
+2. Snippets are the ``*.conf`` files of each conf.d dir in both layers; a
+   name in the override dir replaces the same name in the defaults dir.
+3. An empty snippet, or a link to /dev/null, masks that name (systemd's
+   drop-in convention).
+4. Order: base files in catalog order, then all snippets sorted by file
+   name (like systemd sorts drop-ins across directories), so that
+   ``99-local.conf`` wins over ``50-glance.conf`` in oslo.config, where the
+   last parsed file wins.
+
+Files in a conf.d dir that do not end in ``.conf`` are never passed on:
+oslo's ``--config-dir`` would ignore them too, and silently. They are
+returned as ``ignored`` so that ``hvsupervisor check`` can warn by name.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hvsupervisor.config.errors import ConfigError
+
+DEFAULTS = "defaults"
+OVERRIDE = "override"
+
+
+@dataclass(frozen=True)
+class LayerFile:
+    """One resolved file: where it is, which layer it came from, and its role."""
+
+    path: Path
+    layer: str  # DEFAULTS | OVERRIDE
+    kind: str  # "base" | "snippet"
+    rel: str  # the relative name in the layer dirs
+
+
+@dataclass
+class Resolution:
+    files: list[LayerFile] = field(default_factory=list)
+    masked: list[LayerFile] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
+
+
+def _is_masked(path: Path) -> bool:
+    """An empty file or a link to /dev/null masks a snippet."""
+    if path.is_symlink() and os.path.realpath(path) == os.devnull:
+        return True
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0
+
+
+def _check_readable(path: Path) -> None:
+    """Refuse a snippet we could not pass on: dangling link, directory, unreadable."""
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"broken symlink to {os.readlink(path)}", path)
+    if not path.is_file():
+        raise ConfigError("not a regular file", path)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"unreadable: {exc.strerror}", path) from None
+
+
+def _pick(rel: str, defaults_dir: Path, override_dir: Path) -> LayerFile | None:
+    over = override_dir / rel
+    if over.exists() or over.is_symlink():
+        return LayerFile(over, OVERRIDE, "base", rel)
+    default = defaults_dir / rel
+    if default.exists() or default.is_symlink():
+        return LayerFile(default, DEFAULTS, "base", rel)
+    return None
+
+
+def _snippet_names(layer_dir: Path, ignored: list[Path]) -> dict[str, Path]:
+    names: dict[str, Path] = {}
+    try:
+        entries = sorted(os.scandir(layer_dir), key=lambda e: e.name)
+    except FileNotFoundError:
+        return names
+    except OSError as exc:
+        raise ConfigError(f"cannot list conf.d dir: {exc.strerror}", layer_dir) from None
+    for entry in entries:
+        p = Path(entry.path)
+        if entry.name.endswith(".conf"):
+            names[entry.name] = p
+        elif not entry.name.startswith("."):
+            ignored.append(p)
+    return names
+
+
+def resolve(
+    defaults_dir: Path,
+    override_dir: Path,
+    config_files: Sequence[str],
+    config_dirs: Sequence[str],
+) -> Resolution:
+    """Resolve base files and snippets for one consumer (an agent, or ourselves).
+
+    Raises ConfigError for a missing base file or an unreadable snippet: a
+    plan that silently dropped a file would run an agent with a config
+    nobody wrote.
+    """
+    res = Resolution()
+    for rel in config_files:
+        picked = _pick(rel, defaults_dir, override_dir)
+        if picked is None:
+            raise ConfigError(
+                f"base config file {rel!r} is in neither the defaults dir "
+                f"({defaults_dir}) nor the override dir ({override_dir})"
+            )
+        if not _is_masked(picked.path):
+            _check_readable(picked.path)
+        res.files.append(picked)
+
+    snippets: list[tuple[str, int, LayerFile]] = []
+    for index, rel_dir in enumerate(config_dirs):
+        chosen: dict[str, LayerFile] = {}
+        for name, p in _snippet_names(defaults_dir / rel_dir, res.ignored).items():
+            chosen[name] = LayerFile(p, DEFAULTS, "snippet", f"{rel_dir}/{name}")
+        for name, p in _snippet_names(override_dir / rel_dir, res.ignored).items():
+            chosen[name] = LayerFile(p, OVERRIDE, "snippet", f"{rel_dir}/{name}")
+        for name, lf in chosen.items():
+            if _is_masked(lf.path):
+                res.masked.append(lf)
+                continue
+            _check_readable(lf.path)
+            snippets.append((name, index, lf))
+    snippets.sort(key=lambda item: (item[0], item[1]))
+    res.files.extend(lf for _, _, lf in snippets)
+    return res

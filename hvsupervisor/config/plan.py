@@ -1,0 +1,176 @@
+"""An agent's plan: pure data saying exactly how it will run.
+
+The plan is argv (the command plus ``--config-file`` for every resolved file,
+in order), the environment the plan sets, the files with their layer, and a
+digest. The digest (sha256 over argv, env and every file's bytes, in order)
+is what a reload compares: equal digest, the agent keeps running; changed,
+it is restarted. Anything that can change what the daemon sees must be in
+the digest, and nothing else, or reloads restart too much or too little.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hvsupervisor import paths
+from hvsupervisor.config import layers
+from hvsupervisor.config.errors import ConfigError
+from hvsupervisor.config.parse import ParsedFile, parse_file
+from hvsupervisor.config.settings import AgentSpec, ReadyRule, Settings
+
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+@dataclass(frozen=True)
+class PlanFile:
+    path: str
+    layer: str  # "defaults" | "override"
+
+
+@dataclass(frozen=True)
+class Plan:
+    agent: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    files: tuple[PlanFile, ...]
+    digest: str
+    ready: ReadyRule
+    after: tuple[str, ...] = ()
+    host_gates: tuple[str, ...] = ()
+    stop_timeout: float = 30.0
+    parsed: tuple[ParsedFile, ...] = field(default=(), compare=False, repr=False)
+
+    def to_json(self) -> dict:
+        return {
+            "agent": self.agent,
+            "argv": list(self.argv),
+            "env": dict(self.env),
+            "files": [{"path": f.path, "layer": f.layer} for f in self.files],
+            "digest": self.digest,
+        }
+
+
+class FileCache:
+    """Read and parse each file once per resolution pass.
+
+    The four neutron agents share neutron.conf and its conf.d; with a
+    thousand snippets, parsing them once instead of four times is most of
+    the cost of a no-op reload.
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[bytes, ParsedFile]] = {}
+
+    def get(self, path: Path) -> tuple[bytes, ParsedFile]:
+        key = str(path)
+        hit = self._files.get(key)
+        if hit is None:
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read()
+            except OSError as exc:
+                raise ConfigError(f"cannot read: {exc.strerror}", path) from None
+            hit = (data, parse_file(path, data))
+            self._files[key] = hit
+        return hit
+
+
+def compute_digest(argv: tuple[str, ...], env: Mapping[str, str], blobs: list[bytes]) -> str:
+    """sha256 over argv, env and every file's bytes, each length-framed."""
+    h = hashlib.sha256()
+    for part in (json.dumps(list(argv)), json.dumps(sorted(env.items()))):
+        data = part.encode()
+        h.update(len(data).to_bytes(8, "big") + data)
+    for blob in blobs:
+        h.update(len(blob).to_bytes(8, "big") + blob)
+    return h.hexdigest()
+
+
+def _substitute(text: str, values: Mapping[str, str], agent: str, what: str) -> str:
+    def repl(m: re.Match[str]) -> str:
+        key = m.group(1)
+        if key not in values:
+            known = " ".join(f"{{{k}}}" for k in sorted(values))
+            raise ConfigError(f"[agent:{agent}] {what}: unknown placeholder {{{key}}} "
+                              f"(known: {known})")
+        return values[key]
+
+    return _PLACEHOLDER.sub(repl, text)
+
+
+def _resolve_command(argv0: str, bindir: Path) -> str:
+    """A bare name is looked up in the interpreter's bin dir first, then PATH."""
+    if os.sep in argv0:
+        return argv0
+    candidate = bindir / argv0
+    if os.access(candidate, os.X_OK) and candidate.is_file():
+        return str(candidate)
+    return shutil.which(argv0) or argv0
+
+
+def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = None) -> Plan:
+    """Resolve ``spec``'s layered files and build its plan. Raises ConfigError."""
+    cache = cache or FileCache()
+    res = layers.resolve(
+        settings.defaults_dir, settings.override_dir, spec.config_files, spec.config_dirs
+    )
+    blobs: list[bytes] = []
+    parsed: list[ParsedFile] = []
+    for lf in res.files:
+        data, pf = cache.get(lf.path)
+        blobs.append(data)
+        parsed.append(pf)
+    files = tuple(PlanFile(str(lf.path), lf.layer) for lf in res.files)
+    bindir = paths.bindir()
+    values = {
+        "state_dir": str(settings.state_dir),
+        "log_dir": str(settings.log_dir),
+        "run_dir": str(settings.run_dir),
+        "agent": spec.name,
+        "bindir": str(bindir),
+        "config_files": ";".join(f.path for f in files),
+    }
+    command = [_substitute(a, values, spec.name, "command") for a in spec.command]
+    command[0] = _resolve_command(command[0], bindir)
+    argv = list(command)
+    for f in files:
+        argv += ["--config-file", f.path]
+    env = {k: _substitute(v, values, spec.name, "environment") for k, v in spec.environment}
+    ready = ReadyRule.parse(_substitute(spec.ready, values, spec.name, "ready"))
+    return Plan(
+        agent=spec.name,
+        argv=tuple(argv),
+        env=env,
+        files=files,
+        digest=compute_digest(tuple(argv), env, blobs),
+        ready=ready,
+        after=spec.after,
+        host_gates=spec.host_gates,
+        stop_timeout=spec.stop_timeout,
+        parsed=tuple(parsed),
+    )
+
+
+def build_plans(settings: Settings) -> dict[str, Plan]:
+    """Plans for every enabled agent, all or nothing (a reload is never half-applied)."""
+    cache = FileCache()
+    return {
+        name: build_plan(settings, settings.agents[name], cache)
+        for name in settings.enabled_agents
+    }
+
+
+def agent_spec(settings: Settings, name: str) -> AgentSpec:
+    """The catalog entry for ``name``, or a ConfigError naming the known agents."""
+    try:
+        return settings.agents[name]
+    except KeyError:
+        known = ", ".join(sorted(settings.agents)) or "none"
+        raise ConfigError(f"unknown agent {name!r} (known: {known})") from None

@@ -1,0 +1,71 @@
+"""``hvsupervisor config plan|explain|validate``: the plan and provenance, masked."""
+
+from __future__ import annotations
+
+import argparse
+
+from hvsupervisor.cli import print_json
+from hvsupervisor.config.explain import effective, mask_text, mask_value
+from hvsupervisor.config.plan import Plan, agent_spec, build_plan, build_plans
+from hvsupervisor.config.settings import Settings
+from hvsupervisor.render import table
+
+
+def masked_plan(plan: Plan) -> dict:
+    """The plan as JSON with credentials masked in argv and env."""
+    data = plan.to_json()
+    data["argv"] = [mask_text(a) for a in data["argv"]]
+    data["env"] = {k: mask_value(k, v) for k, v in data["env"].items()}
+    return data
+
+
+def _plan(args: argparse.Namespace, settings: Settings) -> int:
+    plan = build_plan(settings, agent_spec(settings, args.agent))
+    data = masked_plan(plan)
+    if args.format == "json":
+        print_json(data)
+        return 0
+    print(f"agent:  {plan.agent}")
+    print(f"digest: {plan.digest}")
+    print(f"ready:  {plan.ready}")
+    print("argv:   " + " ".join(data["argv"]))
+    if data["env"]:
+        print("env:")
+        for k, v in sorted(data["env"].items()):
+            print(f"  {k}={v}")
+    print()
+    print(table(["#", "layer", "file"],
+                [(i + 1, f["layer"], f["path"]) for i, f in enumerate(data["files"])]))
+    return 0
+
+
+def _explain(args: argparse.Namespace, settings: Settings) -> int:
+    plan = build_plan(settings, agent_spec(settings, args.agent))
+    exp = effective(plan).explain(args.section, args.option)
+    exp.value = mask_value(args.option, exp.value)
+    if args.format == "json":
+        print_json(exp.to_json())
+        return 0
+    where = f"{exp.file}:{exp.line}" if exp.file else exp.source
+    rows = [("value", exp.value if exp.value is not None else "(unset)"), ("set by", where)]
+    if len(exp.contributors) > 1:
+        rows.append(("also in", ", ".join(f"{f}:{n}" for f, n in exp.contributors[:-1])))
+    print(f"[{exp.section}] {exp.option} for {exp.agent}")
+    print(table(["what", "detail"], rows))
+    return 0
+
+
+def _validate(args: argparse.Namespace, settings: Settings) -> int:
+    plans = build_plans(settings)
+    rows = [(name, p.digest[:12], len(p.files), str(p.ready)) for name, p in plans.items()]
+    if args.format == "json":
+        print_json({"ok": True, "agents": {n: masked_plan(p) for n, p in plans.items()}})
+    else:
+        print(table(["agent", "digest", "files", "ready"], rows))
+    return 0
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    return {"plan": _plan, "explain": _explain, "validate": _validate}[args.config_verb](
+        args, settings
+    )

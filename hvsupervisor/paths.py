@@ -1,0 +1,39 @@
+"""Where the shipped defaults live.
+
+The defaults dir is the package's ``etc/``. It cannot be named by a file it
+contains, so it is found here: next to the package in a checkout or an
+editable install, or under ``<prefix>/share/hvsupervisor/etc`` where
+``pip install`` puts the ``data_files`` (see setup.cfg).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_OVERRIDE_DIR = Path("/etc/hvsupervisor")
+CATALOG_NAME = "hvsupervisor.conf"
+
+
+def _candidates() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    return [
+        here.parent / "etc",
+        Path(sys.prefix) / "share" / "hvsupervisor" / "etc",
+        Path("/usr/local/share/hvsupervisor/etc"),
+        Path("/usr/share/hvsupervisor/etc"),
+    ]
+
+
+def defaults_dir() -> Path:
+    """Return the shipped defaults dir (the first candidate holding the catalog)."""
+    for cand in _candidates():
+        if (cand / CATALOG_NAME).is_file():
+            return cand
+    return _candidates()[0]
+
+
+def bindir() -> Path:
+    """The directory of the running interpreter: a venv install finds its own daemons."""
+    return Path(os.path.dirname(sys.executable))

@@ -1,0 +1,93 @@
+"""The supervisor's own config: layering, validation and every error path."""
+
+import pytest
+
+from hvsupervisor.config.errors import ConfigError
+
+
+def test_catalog_conf_d_snippet_layers_like_any_file(layout):
+    layout.write("override", "hvsupervisor.conf.d/10-only-alpha.conf",
+                 "[DEFAULT]\nenabled_agents = alpha\n")
+    assert layout.settings().enabled_agents == ["alpha"]
+
+
+def test_override_catalog_replaces_whole(layout):
+    layout.write("override", "hvsupervisor.conf", """\
+        [DEFAULT]
+        enabled_agents = solo
+        [agent:solo]
+        command = /bin/true
+        """)
+    s = layout.settings()
+    assert list(s.agents) == ["solo"] and s.enabled_agents == ["solo"]
+
+
+def test_agent_fields(layout):
+    spec = layout.settings().agents["beta"]
+    assert spec.after == ("alpha",)
+    assert spec.ready == "notify"
+    assert spec.stop_timeout == 30.0
+    assert spec.command == ("/bin/true",)
+
+
+def _bad(layout, text):
+    p = layout.write("override", "hvsupervisor.conf.d/90-bad.conf", text)
+    with pytest.raises(ConfigError) as err:
+        layout.settings()
+    return p, err.value
+
+
+def test_unknown_enabled_agent(layout):
+    p, err = _bad(layout, "[DEFAULT]\nenabled_agents = alpha,gamma\n")
+    assert str(err) == (f"{p}:2: enabled_agents names 'gamma', but there is no "
+                        "[agent:gamma] section")
+
+
+def test_bad_ready_rule(layout):
+    p, err = _bad(layout, "[agent:alpha]\n\nready = sometimes\n")
+    assert str(err).startswith(f"{p}:3: [agent:alpha] ready = 'sometimes': expected notify")
+
+
+def test_bad_number(layout):
+    p, err = _bad(layout, "[agent:alpha]\nstop_timeout = soon\n")
+    assert err.path == str(p) and err.line == 2
+    assert "[agent:alpha] stop_timeout: invalid value" in str(err)
+
+
+def test_bad_gate_name(layout):
+    p, err = _bad(layout, "[agent:alpha]\nhost_gates = libvirt,nfs\n")
+    assert err.path == str(p) and "host_gates" in str(err)
+
+
+def test_dependency_cycle(layout):
+    p, err = _bad(layout, "[agent:alpha]\nafter = beta\n")
+    assert "dependency cycle: " in str(err)
+    assert "alpha -> beta -> alpha" in str(err) or "beta -> alpha -> beta" in str(err)
+
+
+def test_after_names_disabled_agent(layout):
+    p, err = _bad(layout, "[DEFAULT]\nenabled_agents = beta\n")
+    assert "beta: after names 'alpha', which is not in enabled_agents" in str(err)
+
+
+def test_missing_command(layout):
+    p, err = _bad(layout, "[agent:gamma]\nready = notify\n")
+    assert str(err) == f"{p}: [agent:gamma] has no command"
+
+
+def test_unbalanced_quote_in_command(layout):
+    p, err = _bad(layout, "[agent:alpha]\ncommand = /bin/echo 'oops\n")
+    assert str(err) == f"{p}:2: [agent:alpha] command: No closing quotation"
+
+
+def test_catalog_parse_error_has_line(layout):
+    p, err = _bad(layout, "[DEFAULT]\n  indented continuation first\n")
+    assert err.path == str(p) and err.line == 2
+
+
+def test_directories_from_command_line_win(layout, tmp_path):
+    from hvsupervisor.config.settings import load_settings
+
+    s = load_settings(layout.defaults, layout.override, state_dir=str(tmp_path / "s2"))
+    assert s.state_dir == tmp_path / "s2"
+    assert s.log_dir == tmp_path / "log"
