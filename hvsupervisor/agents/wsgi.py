@@ -80,7 +80,7 @@ def serve(
         "workers": workers,
         "threads": threads,
         "worker_class": "gthread" if threads > 1 else "sync",
-        "graceful_timeout": graceful_timeout,
+        "graceful_timeout": str(int(graceful_timeout)),
         "proc_name": proc_name,
         # No access log: the app logs its requests through oslo.log.
         "accesslog": None,
