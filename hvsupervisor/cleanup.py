@@ -31,6 +31,10 @@ NETNS_AGENTS = ("neutron-dhcp-agent", "neutron-l3-agent")
 OVS_CLEANUP = "neutron-ovs-cleanup"
 NETNS_CLEANUP = "neutron-netns-cleanup"
 
+NETNS_NO_MONITOR = ("OS_AGENT__CHECK_CHILD_PROCESSES_INTERVAL", "0")
+# Bound on one cleanup run: it must never hold the boot up forever.
+CLEANUP_TIMEOUT = 300.0
+
 # The supervisor's own systemd variables are never a child's (DESIGN.md 2).
 _SYSTEMD_VARS = frozenset(
     {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
@@ -102,6 +106,12 @@ def build_netns_cleanup(
     env: dict[str, str] = {}
     for p in found:
         env.update(p.env)
+    # neutron 29: with --force, killing a DHCP namespace's dnsmasq builds an
+    # external_process.ProcessMonitor whose non-daemon checking thread loops
+    # until stop(), which netns_cleanup.main never calls: the tool does its
+    # work and then never exits. Interval 0 starts no thread. Only this run
+    # gets it (oslo's environment source, above the files).
+    env[NETNS_NO_MONITOR[0]] = NETNS_NO_MONITOR[1]
     argv = [_tool(bindir, NETNS_CLEANUP), "--log-file", str(log_dir / f"{NETNS_CLEANUP}.log")]
     for path in files:
         argv += ["--config-file", path]
@@ -126,9 +136,14 @@ def child_env(plan_env: Mapping[str, str], base: Mapping[str, str] | None = None
     return env
 
 
-def run(cmd: CleanupCommand) -> int:
-    """Run one cleanup to completion; its output goes where ours goes."""
-    return subprocess.run(list(cmd.argv), env=child_env(cmd.env), check=False).returncode
+def run(cmd: CleanupCommand, timeout: float = CLEANUP_TIMEOUT) -> int:
+    """Run one cleanup to completion (bounded); its output goes where ours goes."""
+    try:
+        return subprocess.run(list(cmd.argv), env=child_env(cmd.env), check=False,
+                              timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        print(f"{cmd.tool}: still running after {timeout:.0f}s, killed", file=sys.stderr)
+        return 124
 
 
 def _catalog_plans(
