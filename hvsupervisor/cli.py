@@ -35,6 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(parser)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
 
+    p = sub.add_parser("run", help="start and supervise every enabled agent (foreground)")
+    p.add_argument("--daemon", action="store_true",
+                   help="detach (python-daemon), for hosts without systemd")
+    p = sub.add_parser("status", help="each agent's state")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    for verb, text in (("restart", "restart agents (revives a failed one)"),
+                       ("start", "start stopped agents"),
+                       ("stop", "stop agents (all when none named); the supervisor stays")):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("agents", nargs="*" if verb == "stop" else "+", metavar="AGENT")
+    p = sub.add_parser("reload", help="apply changed config: restart only the agents whose "
+                                      "plan changed; a bad config is refused whole")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
+    p = sub.add_parser("check", help="run every gate and preflight once; exit 1 on a failure")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
     cfgp = sub.add_parser("config", help="show the resolved configuration")
     csub = cfgp.add_subparsers(dest="config_verb", required=True, metavar="SUBCOMMAND")
     p = csub.add_parser("plan", help="an agent's argv, environment, files and digest")
@@ -58,10 +75,29 @@ def load(args: argparse.Namespace):
                          args.log_dir, args.run_dir)
 
 
+def run_dir(args: argparse.Namespace) -> Path:
+    """The run dir of the supervisor to talk to: --run-dir, else from its config."""
+    if args.run_dir:
+        return Path(args.run_dir)
+    return load(args).run_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.verb == "run":
+            from hvsupervisor import run_cmd
+
+            return run_cmd.run(load(args), daemonize=args.daemon)
+        if args.verb in ("status", "restart", "start", "stop", "reload"):
+            from hvsupervisor import control_cmd
+
+            return control_cmd.run(args, run_dir(args))
+        if args.verb == "check":
+            from hvsupervisor import check_cmd
+
+            return check_cmd.run(args)
         if args.verb == "config":
             from hvsupervisor import config_cmd
 

@@ -21,6 +21,12 @@ SIX_AGENTS = [
     "neutron-metadata-agent",
 ]
 
+# [DEFAULT] log_dir is oslo.log's own option (registered with oslo.log's
+# options): the same directory holds every agent's <agent>.log and, through
+# oslo.log, the supervisor's hvsupervisor.log. Its default is set in
+# config/settings.py (DEFAULT_LOG_DIR).
+DEFAULT_LOG_DIR = "/var/log/hvsupervisor"
+
 default_opts = [
     cfg.ListOpt(
         "enabled_agents",
@@ -33,11 +39,6 @@ default_opts = [
         default="/var/lib/hvsupervisor",
         help="Persistent state of the agents (nova's compute_id lives here: never "
         "clean it). Overridden by --state-dir.",
-    ),
-    cfg.StrOpt(
-        "log_dir",
-        default="/var/log/hvsupervisor",
-        help="One log file per agent, <log_dir>/<agent>.log. Overridden by --log-dir.",
     ),
     cfg.StrOpt(
         "run_dir",

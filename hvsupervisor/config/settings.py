@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oslo_config import cfg
+from oslo_log import log as oslo_log
 
-from hvsupervisor import opts, paths
+from hvsupervisor import deps, opts, paths
 from hvsupervisor.config import layers
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.parse import ParsedFile, parse_file
@@ -144,6 +145,13 @@ def _get(conf: cfg.ConfigOpts, loc: _Locator, group: str, option: str):
 
 def _load_conf(files: list[layers.LayerFile]) -> cfg.ConfigOpts:
     conf = cfg.ConfigOpts()
+    # oslo.log's options ([DEFAULT] debug, log_file, ...) configure our own logs.
+    oslo_log.register_options(conf)
+    conf.set_default("log_dir", opts.DEFAULT_LOG_DIR)
+    conf.set_default("log_file", "hvsupervisor.log")  # relative: joined to log_dir
+    # Our own lines also go to stderr (the journal under systemd) when a log
+    # file is written too.
+    conf.set_default("use_stderr", True)
     conf.register_opts(opts.default_opts)
     conf.register_opts(opts.supervisor_opts, group="supervisor")
     args: list[str] = []
@@ -193,31 +201,19 @@ def _agent(conf: cfg.ConfigOpts, loc: _Locator, section: str) -> AgentSpec:
 
 
 def _check_graph(agents: dict[str, AgentSpec], enabled: list[str], loc: _Locator) -> None:
-    """Every ``after`` names an enabled agent, and there is no cycle."""
+    """Every ``after`` names an enabled agent, and there is no cycle (deps.py decides)."""
     for name in enabled:
         for dep in agents[name].after:
             if dep not in enabled:
                 path, line = loc.find(opts.AGENT_GROUP_PREFIX + name, "after")
                 state = "not in enabled_agents" if dep in agents else "not a known agent"
                 raise ConfigError(f"{name}: after names {dep!r}, which is {state}", path, line)
-    visiting: list[str] = []
-    done: set[str] = set()
-
-    def visit(name: str) -> None:
-        if name in done:
-            return
-        if name in visiting:
-            cycle = visiting[visiting.index(name):] + [name]
-            path, line = loc.find(opts.AGENT_GROUP_PREFIX + name, "after")
-            raise ConfigError("dependency cycle: " + " -> ".join(cycle), path, line)
-        visiting.append(name)
-        for dep in agents[name].after:
-            visit(dep)
-        visiting.pop()
-        done.add(name)
-
-    for name in enabled:
-        visit(name)
+    try:
+        deps.start_order({name: list(agents[name].after) for name in enabled})
+    except deps.DependencyError as exc:
+        first = next((n for n in enabled if agents[n].after), enabled[0])
+        path, line = loc.find(opts.AGENT_GROUP_PREFIX + first, "after")
+        raise ConfigError(str(exc), path, line) from None
 
 
 def load_settings(
@@ -234,6 +230,8 @@ def load_settings(
     parsed = [parse_file(lf.path) for lf in res.files]
     loc = _Locator(parsed)
     conf = _load_conf(res.files)
+    if log_dir:
+        conf.set_override("log_dir", log_dir)  # oslo.log's file for ourselves follows it
 
     sections = sorted(
         {s for pf in parsed for s in pf.sections if s.startswith(opts.AGENT_GROUP_PREFIX)}

@@ -1,0 +1,72 @@
+"""``hvsupervisor check``: every gate and preflight once, as a table or JSON.
+
+Config validity comes first: when the config is broken, the host rows that
+depend on it (libvirt URI, ovsdb remote and bridges) cannot be derived and
+are left out, so the one real cause is the row that fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from hvsupervisor import paths
+from hvsupervisor.config.errors import ConfigError
+from hvsupervisor.config.plan import build_plans
+from hvsupervisor.config.settings import CONF_D, load_settings
+from hvsupervisor.host import preflight
+from hvsupervisor.host.wiring import gate_settings
+
+
+def _confd_dirs(defaults: Path, override: Path, rels: set[str]) -> list[str]:
+    out = []
+    for rel in sorted(rels):
+        for base in (defaults, override):
+            if (base / rel).is_dir():
+                out.append(str(base / rel))
+    return out
+
+
+def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
+    defaults = Path(args.defaults_dir or paths.defaults_dir())
+    override = Path(args.override_dir or paths.DEFAULT_OVERRIDE_DIR)
+    rows: list[preflight.CheckRow] = []
+    uri = ovs = None
+    ensure = False
+    dirs = [("override_dir", str(override))]
+    confd = {CONF_D}
+    try:
+        settings = load_settings(defaults, override, args.state_dir, args.log_dir, args.run_dir)
+        plans = build_plans(settings)
+        gs = gate_settings(settings, plans)
+    except ConfigError as exc:
+        rows.append(preflight.CheckRow("config", "fail", str(exc)))
+    else:
+        rows.append(preflight.CheckRow(
+            "config", "ok", f"{len(plans)} agents resolved: {', '.join(plans)}"))
+        for name, plan in plans.items():
+            exe = plan.argv[0]
+            if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
+                rows.append(preflight.CheckRow(f"command {name}", "fail",
+                                               f"{exe}: not found or not executable"))
+        uri = gs.libvirt_uri
+        ovs = (gs.ovsdb[0], list(gs.ovsdb[1])) if gs.ovsdb else None
+        ensure = gs.ensure_bridges
+        dirs += [("state_dir", str(settings.state_dir)), ("log_dir", str(settings.log_dir)),
+                 ("run_dir", str(settings.run_dir))]
+        for spec in settings.agents.values():
+            confd.update(spec.config_dirs)
+    rows += preflight.run_checks(libvirt_uri=uri, ovsdb=ovs, ensure_bridges=ensure,
+                                 dirs=dirs, confd_dirs=_confd_dirs(defaults, override, confd))
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = collect(args)
+    if args.format == "json":
+        sys.stdout.write(preflight.render_json(rows))
+    else:
+        print(preflight.render_table(rows))
+    return 0 if preflight.all_ok(rows) else 1

@@ -1,0 +1,53 @@
+"""CLI verbs that talk to a running supervisor: status, restart, start, stop, reload."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hvsupervisor.cli import print_json
+from hvsupervisor.control.client import ControlError, call
+from hvsupervisor.render import table
+from hvsupervisor.run_cmd import CONTROL_NAME
+
+
+def _status(reply: dict, fmt: str) -> int:
+    if fmt == "json":
+        print_json({"ready": reply["ready"], "agents": [
+            {k: a[k] for k in ("name", "state", "pid", "ready", "restarts", "last_exit")}
+            for a in reply["agents"]]})
+        return 0
+    print(reply.get("status") or "")
+    print(table(
+        ["agent", "state", "pid", "ready", "restarts", "last exit", "reason"],
+        [(a["name"], a["state"] + (" (degraded)" if a.get("degraded") else ""), a["pid"],
+          "yes" if a["ready"] else "no", a["restarts"], a["last_exit"], a.get("reason") or "")
+         for a in reply["agents"]]))
+    return 0
+
+
+def run(args: argparse.Namespace, run_dir: Path) -> int:
+    path = run_dir / CONTROL_NAME
+    request: dict = {"cmd": args.verb}
+    if args.verb in ("restart", "start", "stop"):
+        request["agents"] = args.agents
+    try:
+        reply = call(path, request)
+    except ControlError as exc:
+        print(f"hvsupervisor: {exc}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"hvsupervisor: {args.verb} failed: {reply.get('error')}", file=sys.stderr)
+        return 1
+    if args.verb == "status":
+        return _status(reply, args.format)
+    if args.verb == "reload":
+        if args.format == "json":
+            print_json(reply)
+        else:
+            for key in ("restarted", "started", "stopped"):
+                print(f"{key}: {', '.join(reply[key]) or '-'}")
+        return 0
+    print(f"{args.verb}: {', '.join(reply['agents'])}")
+    return 0

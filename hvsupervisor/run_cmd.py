@@ -1,0 +1,95 @@
+"""``hvsupervisor run``: the supervisor's main process.
+
+Order matters here: config is resolved and validated first (exit 78 before
+anything starts), then the run-dir lock makes a second supervisor refuse to
+start, then ``--daemon`` detaches (python-daemon; the lock's open file
+survives the fork), and only then the asyncio loop starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import sys
+from pathlib import Path
+
+from oslo_log import log as oslo_log
+
+from hvsupervisor.config.plan import build_plans
+from hvsupervisor.config.settings import Settings
+
+LOCK_NAME = "hvsupervisor.pid"  # the pidfile is also the single-instance lock
+CONTROL_NAME = "control.sock"
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def make_dirs(settings: Settings) -> None:
+    """Create our directories, never world-accessible."""
+    for path, mode in ((settings.state_dir, 0o750), (settings.log_dir, 0o750),
+                       (settings.run_dir, 0o750)):
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+
+
+def take_lock(run_dir: Path) -> int:
+    """flock the run dir's lock file; AlreadyRunning names the holder."""
+    path = run_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise AlreadyRunning(
+            f"another hvsupervisor (pid {holder}) is already running with run dir "
+            f"{run_dir}") from None
+    return fd
+
+
+def write_pid(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+async def _serve(settings: Settings, plans) -> int:
+    from hvsupervisor.control.server import ControlServer
+    from hvsupervisor.host.wiring import make_gates
+    from hvsupervisor.supervisor import Supervisor
+    from hvsupervisor.systemd.notify import SystemdNotifier
+
+    sup = Supervisor(settings, plans, notifier=SystemdNotifier(), gate_factory=make_gates)
+    control = ControlServer(sup, settings.run_dir / CONTROL_NAME)
+    await control.start()
+    try:
+        return await sup.run()
+    finally:
+        await control.close()
+
+
+def run(settings: Settings, daemonize: bool = False) -> int:
+    from hvsupervisor.host.wiring import gate_settings
+
+    plans = build_plans(settings)  # ConfigError -> exit 78 before anything starts
+    gate_settings(settings, plans)  # likewise for what the host gates read
+    make_dirs(settings)
+    try:
+        lock_fd = take_lock(settings.run_dir)
+    except AlreadyRunning as exc:
+        print(f"hvsupervisor: {exc}", file=sys.stderr)
+        return 1
+    if daemonize:
+        import daemon
+
+        ctx = daemon.DaemonContext(working_directory="/", umask=0o027,
+                                   files_preserve=[lock_fd], detach_process=True)
+        ctx.open()
+    write_pid(lock_fd)
+    assert settings.conf is not None
+    oslo_log.setup(settings.conf, "hvsupervisor")
+    return asyncio.run(_serve(settings, plans))

@@ -1,0 +1,621 @@
+"""The supervision loop: applies the lifecycle's actions, feeds it events.
+
+Decisions live in the pure core (lifecycle.py, deps.py, status.py, the
+plan); this module only turns them into effects and turns the world back
+into events:
+
+* actions ``Spawn``/``Signal``/``SetTimer``/``CancelTimer`` become
+  posix_spawn, kill(2) and ``loop.call_later``;
+* SIGCHLD (reaper), per-agent notify sockets, readiness probes, host gates,
+  the control socket and our own signals become events.
+
+Events are queued and drained in order, never handled re-entrantly, so an
+action that produces an event (a spawn that fails at once) cannot recurse
+into a half-updated state. Everything runs on one asyncio loop with no
+periodic timer: an idle node with the watchdog off does not wake up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hvsupervisor import deps, process
+from hvsupervisor.config.errors import ConfigError
+from hvsupervisor.config.plan import Plan, build_plans
+from hvsupervisor.config.settings import Settings, load_settings
+from hvsupervisor.lifecycle import (
+    AgentLifecycle,
+    BecameReady,
+    CancelTimer,
+    DepsChanged,
+    Event,
+    Exited,
+    GateChanged,
+    RestartRequested,
+    SetTimer,
+    Signal,
+    Spawn,
+    Spawned,
+    SpawnFailed,
+    StartRequested,
+    State,
+    StopRequested,
+    TimerFired,
+)
+from hvsupervisor.policy import RestartPolicy
+from hvsupervisor.readiness import wait_accepting
+from hvsupervisor.status import AgentSnapshot, summary_line
+from hvsupervisor.systemd import journal
+from hvsupervisor.systemd.notify import NotifyListener, SystemdNotifier
+
+LOG = logging.getLogger("hvsupervisor.supervisor")
+
+RUNNING = {State.STARTING, State.READY, State.STOPPING}
+DATAPLANE_STOP_TIMEOUT = 5.0
+
+
+@dataclass
+class Agent:
+    """One agent's I/O-side state next to its pure lifecycle."""
+
+    plan: Plan
+    machine: AgentLifecycle
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    listener: NotifyListener | None = None
+    probe: asyncio.Task | None = None
+    log_path: Path | None = None
+    child_status: str | None = None
+    deps_ok: bool | None = None
+    gate: tuple[bool, str] | None = None
+    removing: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.plan.agent
+
+    @property
+    def running(self) -> bool:
+        return self.machine.state in RUNNING or self.machine.pid is not None
+
+
+def _policy(settings: Settings) -> RestartPolicy:
+    s = settings.supervisor
+    return RestartPolicy(
+        restart_sec=s.restart_sec,
+        restart_max_delay=max(s.restart_max_delay, s.restart_sec),
+        restart_steps=s.restart_steps,
+        jitter=s.restart_jitter,
+        stable_period=s.stable_period,
+        flap_max=s.flap_max,
+        flap_window=s.flap_window,
+    )
+
+
+def _ready_kind(plan: Plan) -> tuple[str, float | None]:
+    kind = plan.ready.kind
+    if kind == "alive":
+        return "alive", plan.ready.seconds
+    if kind == "notify":
+        return "notify", None
+    return "probe", None
+
+
+def _last_line(path: Path | None, limit: int = 4096) -> str | None:
+    """The last non-empty line of an agent's output file, for STATUS= on failure."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    return lines[-1][:160] if lines else None
+
+
+class Supervisor:
+    """Runs the enabled agents of ``settings`` until asked to stop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        plans: dict[str, Plan],
+        notifier: SystemdNotifier | None = None,
+        gate_factory: Callable[[Settings, dict[str, Plan]], tuple[object, dict]] | None = None,
+        rng: random.Random | None = None,
+    ):
+        self.settings = settings
+        self.notifier = notifier or SystemdNotifier()
+        # gate_factory(settings, plans) -> (key, {name: Gate}); a reload
+        # rebuilds the gates only when the key (their inputs) changed.
+        self.gate_factory = gate_factory
+        self.rng = rng or random.Random()
+        self.agents: dict[str, Agent] = {}
+        self.gates: dict = {}
+        self._gate_key: object = None
+        self._initial_plans = plans
+        self._queue: collections.deque[tuple[str, Event]] = collections.deque()
+        self._draining = False
+        self._changed = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._shutting_down = False
+        self._ready_sent = False
+        self._degraded_ready = False
+        self._status = ""
+        self._reload_lock = asyncio.Lock()
+        self._pid_to_agent: dict[int, str] = {}
+        self._use_journal = journal.journal_available(settings.supervisor.journal_socket)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._ready_timer: asyncio.TimerHandle | None = None
+        self.reaper: process.Reaper | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def _make_agent(self, plan: Plan) -> Agent:
+        kind, alive = _ready_kind(plan)
+        machine = AgentLifecycle(
+            plan.agent, _policy(self.settings), plan.stop_timeout, kind, alive, self.rng
+        )
+        agent = Agent(plan=plan, machine=machine)
+        notify_dir = self.settings.run_dir / "notify"
+        agent.listener = NotifyListener(
+            str(notify_dir / f"{plan.agent}.sock"),
+            lambda pid, fields, name=plan.agent: self._on_notify(name, pid, fields),
+        )
+        if not self._use_journal:
+            agent.log_path = self.settings.log_dir / f"{plan.agent}.log"
+        return agent
+
+    def _gate_state(self, agent: Agent) -> tuple[bool, str]:
+        for gate_name in agent.plan.host_gates:
+            gate = self.gates.get(gate_name)
+            if gate is None:
+                continue
+            st = gate.status
+            if not st.open:
+                return False, st.reason
+        return True, ""
+
+    def _on_gate_change(self, status) -> None:
+        LOG.info("event=gate gate=%s open=%s reason=%s", status.name, status.open, status.reason)
+        self._refresh_conditions()
+        self._drain()
+
+    # ----------------------------------------------------------------- events
+
+    def _post(self, name: str, event: Event) -> None:
+        self._queue.append((name, event))
+
+    def _drain(self) -> None:
+        """Handle queued events in order; never re-entered."""
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._queue:
+                name, event = self._queue.popleft()
+                agent = self.agents.get(name)
+                if agent is None:
+                    continue
+                actions = agent.machine.handle(event, time.monotonic())
+                self._apply(agent, actions)
+                self._after_event(agent)
+                if not self._queue:
+                    self._refresh_conditions()
+        finally:
+            self._draining = False
+        self._report()
+        self._changed.set()
+
+    def _after_event(self, agent: Agent) -> None:
+        if agent.removing and agent.machine.state in (State.STOPPED, State.FAILED,
+                                                      State.WAITING):
+            if not agent.running:
+                self._forget(agent)
+
+    def _refresh_conditions(self) -> None:
+        """Post DepsChanged/GateChanged to agents whose conditions changed."""
+        ready = {n for n, a in self.agents.items() if a.machine.ready}
+        after = {n: list(a.plan.after) for n, a in self.agents.items()}
+        for name, agent in self.agents.items():
+            known = {n: [d for d in deps_ if d in after] for n, deps_ in after.items()}
+            ok, reason = deps.deps_ready(name, known, ready)
+            if ok != agent.deps_ok:
+                agent.deps_ok = ok
+                self._post(name, DepsChanged(ok, reason))
+            gate = self._gate_state(agent)
+            if gate != agent.gate:  # the reason matters too: it is what STATUS= shows
+                agent.gate = gate
+                self._post(name, GateChanged(*gate))
+        if self._queue and not self._draining:
+            self._drain()
+
+    def _on_exit(self, pid: int, returncode: int | None, sig: int | None) -> None:
+        name = self._pid_to_agent.pop(pid, None)
+        if name is None:
+            LOG.info("reaped descendant pid=%d %s", pid, process.describe_exit(returncode, sig))
+            self._changed.set()
+            return
+        agent = self.agents.get(name)
+        if agent is None:
+            return
+        if agent.probe is not None:
+            agent.probe.cancel()
+            agent.probe = None
+        last = _last_line(agent.log_path)
+        LOG.info("event=exit agent=%s pid=%d %s", name, pid,
+                 process.describe_exit(returncode, sig))
+        self._post(name, Exited(pid, returncode, sig, last))
+        self._drain()
+
+    def _on_notify(self, name: str, pid: int, fields: dict[str, str]) -> None:
+        agent = self.agents.get(name)
+        if agent is None:
+            return
+        if pid != agent.machine.pid:
+            LOG.warning("agent=%s: ignored notify message from pid %d (main pid is %s)",
+                        name, pid, agent.machine.pid)
+            return
+        if "STATUS" in fields:
+            agent.child_status = fields["STATUS"]
+        if fields.get("READY") == "1":
+            self._post(name, BecameReady(pid))
+            self._drain()
+
+    def _fire(self, name: str, token: str) -> None:
+        agent = self.agents.get(name)
+        if agent is None:
+            return
+        agent.timers.pop(token, None)
+        self._post(name, TimerFired(token))
+        self._drain()
+
+    # ---------------------------------------------------------------- actions
+
+    def _apply(self, agent: Agent, actions: list) -> None:
+        assert self._loop is not None
+        for action in actions:
+            if isinstance(action, Spawn):
+                self._spawn(agent)
+            elif isinstance(action, Signal):
+                try:
+                    os.kill(action.pid, action.signum)
+                except ProcessLookupError:
+                    pass
+                LOG.info("event=signal agent=%s pid=%d signal=%s", agent.name, action.pid,
+                         signal.Signals(action.signum).name)
+            elif isinstance(action, SetTimer):
+                old = agent.timers.pop(action.token, None)
+                if old is not None:
+                    old.cancel()
+                agent.timers[action.token] = self._loop.call_later(
+                    action.delay, self._fire, agent.name, action.token)
+            elif isinstance(action, CancelTimer):
+                handle = agent.timers.pop(action.token, None)
+                if handle is not None:
+                    handle.cancel()
+
+    def _output_fds(self, agent: Agent) -> tuple[int, int]:
+        if self._use_journal:
+            path = self.settings.supervisor.journal_socket
+            try:
+                # One stream for stdout and stderr: oslo.log writes every level
+                # to one of them, and one stream keeps a traceback in order.
+                out = journal.journal_stream(agent.name, 6, path)
+                return out, os.dup(out)
+            except OSError as exc:
+                LOG.warning("journal stream for %s failed (%s); writing %s.log instead",
+                            agent.name, exc, agent.name)
+                agent.log_path = self.settings.log_dir / f"{agent.name}.log"
+        assert agent.log_path is not None
+        fd = journal.log_file_fd(str(agent.log_path))
+        return fd, os.dup(fd)
+
+    def _spawn(self, agent: Agent) -> None:
+        env = process.child_env(os.environ, agent.plan.env)
+        if agent.listener is not None:
+            env["NOTIFY_SOCKET"] = agent.listener.path
+        try:
+            out, err = self._output_fds(agent)
+        except OSError as exc:
+            self._post(agent.name, SpawnFailed(f"cannot open output: {exc}"))
+            return
+        try:
+            pid = process.spawn(agent.plan.argv, env, out, err)
+        except process.SpawnError as exc:
+            LOG.error("event=spawn-failed agent=%s %s", agent.name, exc)
+            self._post(agent.name, SpawnFailed(str(exc)))
+            return
+        finally:
+            os.close(out)
+            os.close(err)
+        self._pid_to_agent[pid] = agent.name
+        LOG.info("event=spawn agent=%s pid=%d digest=%s", agent.name, pid,
+                 agent.plan.digest[:12])
+        self._post(agent.name, Spawned(pid))
+        if agent.plan.ready.kind in ("tcp", "unix"):
+            agent.probe = asyncio.ensure_future(self._probe(agent.name, pid))
+
+    async def _probe(self, name: str, pid: int) -> None:
+        agent = self.agents.get(name)
+        if agent is None:
+            return
+        await wait_accepting(agent.plan.ready)
+        agent.probe = None
+        self._post(name, BecameReady(pid))
+        self._drain()
+
+    # ------------------------------------------------------------- reporting
+
+    def snapshots(self) -> list[AgentSnapshot]:
+        return [a.machine.snapshot() for a in self.agents.values()]
+
+    def _report(self) -> None:
+        line = summary_line(self.snapshots())
+        all_ready = bool(self.agents) and all(a.machine.ready for a in self.agents.values())
+        if self._degraded_ready and not all_ready:
+            line = "degraded: " + line
+        if line != self._status:
+            self._status = line
+            LOG.info("status: %s", line)
+            self.notifier.status(line)
+        if all_ready and not self._ready_sent and not self._shutting_down:
+            self._send_ready()
+
+    def _send_ready(self, degraded: bool = False) -> None:
+        self._ready_sent = True
+        self._degraded_ready = degraded
+        if self._ready_timer is not None:
+            self._ready_timer.cancel()
+            self._ready_timer = None
+        line = summary_line(self.snapshots())
+        if degraded:
+            line = "degraded: " + line
+        self._status = line
+        LOG.info("event=ready degraded=%s status=%s", degraded, line)
+        self.notifier.ready_with_status(line)
+
+    def _ready_timeout(self) -> None:
+        self._ready_timer = None
+        if not self._ready_sent:
+            LOG.warning("ready_timeout reached: telling systemd READY=1 with a degraded status")
+            self._send_ready(degraded=True)
+
+    def _watchdog_tick(self, interval: float, scheduled: float) -> None:
+        """Pet the watchdog only from the loop, and only if the loop is not lagging."""
+        assert self._loop is not None
+        lag = time.monotonic() - scheduled
+        if lag < interval:
+            self.notifier.watchdog()
+        else:
+            LOG.warning("loop lagged %.1fs: not petting the watchdog", lag)
+        due = time.monotonic() + interval / 2
+        self._watchdog = self._loop.call_later(interval / 2, self._watchdog_tick, interval, due)
+
+    def status_json(self) -> dict:
+        return {
+            "ready": self._ready_sent and not self._degraded_ready,
+            "status": self._status,
+            "agents": [
+                {
+                    "name": a.name,
+                    "state": a.machine.state.value,
+                    "pid": a.machine.pid,
+                    "ready": a.machine.ready,
+                    "restarts": a.machine.restarts,
+                    "last_exit": a.machine.last_exit,
+                    "reason": a.machine.reason,
+                    "degraded": a.machine.degraded,
+                    "digest": a.plan.digest,
+                    "argv": list(a.plan.argv),
+                }
+                for a in self.agents.values()
+            ],
+        }
+
+    # ---------------------------------------------------------------- control
+
+    def request(self, name: str, verb: str) -> None:
+        """Operator verbs for one agent: start, stop, restart (KeyError if unknown)."""
+        if name not in self.agents:
+            raise KeyError(name)
+        event = {"start": StartRequested(), "stop": StopRequested(),
+                 "restart": RestartRequested()}[verb]
+        LOG.info("event=%s-requested agent=%s", verb, name)
+        self._post(name, event)
+        self._drain()
+
+    async def reload(self) -> dict:
+        """Re-resolve every plan; restart only what changed; all or nothing."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            error = None
+            try:
+                settings = load_settings(
+                    self.settings.defaults_dir, self.settings.override_dir,
+                    str(self.settings.state_dir), str(self.settings.log_dir),
+                    str(self.settings.run_dir))
+                plans = build_plans(settings)
+                gates = None
+                if self.gate_factory is not None:
+                    key, gates = self.gate_factory(settings, plans)
+            except ConfigError as exc:
+                error = str(exc)
+            if error is not None:
+                # Logged outside the except block: oslo.log would append a
+                # traceback, and an operator mistake gets one clear line.
+                LOG.error("event=reload-refused error=%s", error)
+                self._status = f"reload refused, old config kept: {error}"
+                self.notifier.ready_with_status(self._status[:400])
+                return {"ok": False, "error": error}
+            if gates is not None and key != self._gate_key:
+                await self._replace_gates(key, gates)
+            result = self._apply_plans(settings, plans)
+            LOG.info("event=reload restarted=%s started=%s stopped=%s",
+                     result["restarted"], result["started"], result["stopped"])
+            self._status = ""
+            self._report()
+            self.notifier.ready_with_status(self._status)
+            return {"ok": True, **result}
+
+    def _apply_plans(self, settings: Settings, plans: dict[str, Plan]) -> dict:
+        self.settings = settings
+        restarted, started, stopped = [], [], []
+        for name in list(self.agents):
+            if name not in plans:
+                agent = self.agents[name]
+                agent.removing = True
+                stopped.append(name)
+                self._post(name, StopRequested())
+        for name in deps.start_order({n: list(p.after) for n, p in plans.items()}):
+            plan = plans[name]
+            agent = self.agents.get(name)
+            if agent is None or agent.removing:
+                if agent is not None:  # re-enabled while still stopping
+                    continue
+                self.agents[name] = self._make_agent(plan)
+                started.append(name)
+                continue
+            old = agent.plan
+            agent.plan = plan
+            agent.machine.stop_timeout = plan.stop_timeout
+            if plan.digest != old.digest and agent.machine.state is not State.STOPPED:
+                restarted.append(name)
+                self._post(name, RestartRequested())
+        self._refresh_conditions()
+        self._drain()
+        return {"restarted": restarted, "started": started, "stopped": stopped}
+
+    async def _replace_gates(self, key: object, gates: dict) -> None:
+        old, self.gates, self._gate_key = self.gates, gates, key
+        for gate in old.values():
+            await gate.stop()
+        for name, gate in gates.items():
+            LOG.info("event=gate-watch gate=%s", name)
+            await gate.start(self._on_gate_change)
+        self._refresh_conditions()
+
+    def _forget(self, agent: Agent) -> None:
+        for handle in agent.timers.values():
+            handle.cancel()
+        if agent.listener is not None:
+            agent.listener.close()
+        self.agents.pop(agent.name, None)
+
+    # --------------------------------------------------------------- shutdown
+
+    def request_shutdown(self) -> None:
+        self._stop.set()
+
+    async def _wait_changed(self, timeout: float | None = None) -> None:
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def _stop_agents(self) -> None:
+        """Stop in reverse dependency order: an agent waits for its dependents."""
+        after = {n: [d for d in a.plan.after if d in self.agents]
+                 for n, a in self.agents.items()}
+        requested: set[str] = set()
+        while True:
+            live = {n for n, a in self.agents.items() if a.running}
+            pending = [n for n in deps.stop_order(after) if n not in requested]
+            for name in pending:
+                dependents_live = any(name in after[o] and o in live for o in after)
+                if not dependents_live:
+                    requested.add(name)
+                    self._post(name, StopRequested())
+            self._drain()
+            if not any(a.running for a in self.agents.values()) and len(requested) == len(after):
+                return
+            await self._wait_changed()
+
+    async def _stop_dataplane(self) -> None:
+        left = process.descendants()
+        if not left:
+            return
+        if not self.settings.supervisor.stop_dataplane:
+            for pid, cmd in sorted(left.items()):
+                LOG.warning("event=left-running pid=%d cmd=%s (stop_dataplane = false)", pid, cmd)
+            return
+        LOG.info("stopping %d process(es) the agents left behind", len(left))
+        process.signal_all(left, signal.SIGTERM)
+        deadline = time.monotonic() + DATAPLANE_STOP_TIMEOUT
+        while process.descendants() and time.monotonic() < deadline:
+            await self._wait_changed(deadline - time.monotonic())
+        rest = process.descendants()
+        if rest:
+            LOG.warning("SIGKILL to %d leftover process(es): %s", len(rest),
+                        ", ".join(str(p) for p in sorted(rest)))
+            process.signal_all(rest, signal.SIGKILL)
+            deadline = time.monotonic() + DATAPLANE_STOP_TIMEOUT
+            while process.descendants() and time.monotonic() < deadline:
+                await self._wait_changed(deadline - time.monotonic())
+
+    async def shutdown(self) -> None:
+        self._shutting_down = True
+        LOG.info("event=stopping")
+        self.notifier.stopping("stopping agents")
+        if self._ready_timer is not None:
+            self._ready_timer.cancel()
+        await self._stop_agents()
+        await self._stop_dataplane()
+
+    # -------------------------------------------------------------------- run
+
+    async def run(self) -> int:
+        """Start everything, serve until SIGTERM/SIGINT, then stop cleanly."""
+        self._loop = asyncio.get_running_loop()
+        process.set_child_subreaper()
+        self.reaper = process.Reaper(self._on_exit)
+        self.reaper.install()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(signum, self.request_shutdown)
+        self._loop.add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        (self.settings.run_dir / "notify").mkdir(mode=0o700, parents=True, exist_ok=True)
+
+        plans = self._initial_plans
+        for name in deps.start_order({n: list(p.after) for n, p in plans.items()}):
+            self.agents[name] = self._make_agent(plans[name])
+        if self.gate_factory is not None:
+            await self._replace_gates(*self.gate_factory(self.settings, plans))
+        timeout = self.settings.supervisor.ready_timeout
+        self._ready_timer = self._loop.call_later(timeout, self._ready_timeout)
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            due = time.monotonic() + interval / 2
+            self._watchdog = self._loop.call_later(interval / 2, self._watchdog_tick,
+                                                   interval, due)
+        LOG.info("event=start agents=%s", ",".join(self.agents))
+        self._refresh_conditions()
+        self._drain()
+        if not self.agents:
+            self._send_ready()
+
+        await self._stop.wait()
+        await self.shutdown()
+        for gate in self.gates.values():
+            await gate.stop()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        for agent in list(self.agents.values()):
+            self._forget(agent)
+        self.reaper.close()
+        LOG.info("event=stopped")
+        return 0
