@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 WSGIApp = Callable[..., Any]
+# Settings only some gunicorn versions know.
+_OPTIONAL = frozenset({"control_socket_disable"})
 
 
 def server_arg_parser(prog: str) -> argparse.ArgumentParser:
@@ -85,6 +87,10 @@ def serve(
         # No access log: the app logs its requests through oslo.log.
         "accesslog": None,
         "errorlog": "-",
+        # gunicorn >= 24 opens a control socket at ~/.gunicorn/gunicorn.ctl by
+        # default: one path shared by every instance of the user, in root's
+        # home. The supervisor controls the agent by signals; none is needed.
+        "control_socket_disable": True,
     }
 
     class _App(BaseApplication):  # type: ignore[misc]
@@ -92,6 +98,8 @@ def serve(
         # reads no gunicorn.conf.py from the cwd and no GUNICORN_CMD_ARGS.
         def load_config(self) -> None:
             for key, value in settings.items():
+                if key in _OPTIONAL and key not in self.cfg.settings:
+                    continue  # an older gunicorn without that feature
                 self.cfg.set(key, value)
 
         def load(self) -> WSGIApp:
