@@ -120,6 +120,46 @@ def test_each_agent_logs_to_its_file_once(upstream_controlplane, upstream_node):
         assert node.agent_alive(name), f"{name} is not running, see {node.log_dir / name}.log"
 
 
+def test_nova_compute_restart_keeps_its_node_identity(upstream_controlplane, upstream_node):
+    """A restart against the same DB works: PredictableNodeUUIDDriver + compute_id.
+
+    Under the supervisor this is `hvsupervisor restart nova-compute`.
+    """
+    cp, node = upstream_controlplane, upstream_node
+    node_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, NODE_HOST))
+    old_pid = node.agent_pid("nova-compute")
+    t0 = time.time()
+    if node.supervisor is not None:
+        from hvsupervisor.control.client import call
+
+        reply = call(node.control_socket, {"cmd": "restart", "agents": ["nova-compute"]})
+        assert reply.get("ok"), reply
+        wait_until(lambda: node.status()["nova-compute"]["pid"] not in (None, old_pid)
+                   and node.status()["nova-compute"]["state"] in ("starting", "ready"),
+                   60, "a new nova-compute pid")
+    else:
+        from tests.e2e.controlplane import scrubbed_env
+
+        plan = node.plans["nova-compute"]
+        node.procs["nova-compute"].stop(timeout=plan.stop_timeout)
+        node.procs["nova-compute"] = cp.ns.spawn(
+            "nova-compute", list(plan.argv), node.log_dir / "nova-compute.log",
+            scrubbed_env(plan.env), cwd=node.run_dir)
+
+    def fresh_heartbeat() -> bool:
+        # An old heartbeat still counts as "up": wait for one newer than the restart.
+        return any(s["binary"] == "nova-compute" and s["host"] == NODE_HOST and s["updated_at"]
+                   and _utc(s["updated_at"]) > t0 for s in cp.compute_services())
+
+    wait_until(fresh_heartbeat, 120, "a nova-compute heartbeat after the restart")
+    assert node.agent_alive("nova-compute")
+    assert [rp["uuid"] for rp in cp.resource_providers() if rp["name"] == NODE_HOST] == \
+        [node_uuid]
+    log = (node.log_dir / "nova-compute.log").read_text(errors="replace")
+    assert "No local node identity found" not in log
+    print(f"nova-compute restart to fresh heartbeat: {time.time() - t0:.1f}s")
+
+
 def test_cleanup_commands_use_the_resolved_config(upstream_controlplane, upstream_node,
                                                   capsys):
     from hvsupervisor import cleanup
