@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests import util
+
 VENV = Path(os.environ.get("HVSUP_UPSTREAM_VENV", "/work/venv-os"))
 BIN = VENV / "bin"
 PY = BIN / "python"
@@ -35,15 +37,8 @@ NODE_HOST = "e2e-node"
 
 
 def wait_until(pred: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
-    """Poll ``pred`` until it returns a truthy value; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    """tests.util.wait_until, polling gently: many probes here spawn processes."""
+    return util.wait_until(pred, timeout, what, interval)
 
 
 def scrubbed_env(extra: Mapping[str, str] = ()) -> dict[str, str]:
