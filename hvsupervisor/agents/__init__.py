@@ -1,0 +1,1 @@
+"""Thin launchers for upstream agents that ship no console script of their own."""

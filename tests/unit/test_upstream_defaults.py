@@ -1,0 +1,104 @@
+"""The shipped nova/neutron defaults with the proposed upstream catalog.
+
+Pure: resolves the plans (no daemon runs) and reads effective values with
+oslo.config, as the agents will.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hvsupervisor import paths
+from hvsupervisor.config.explain import effective
+from hvsupervisor.config.plan import build_plans
+from hvsupervisor.config.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+ETC = REPO / "etc"
+AGENTS = ("nova-compute", "nova-api-metadata", "neutron-openvswitch-agent",
+          "neutron-dhcp-agent", "neutron-l3-agent", "neutron-metadata-agent")
+NEUTRON_PRIVSEP = ("privsep", "privsep_dhcp_release", "privsep_ovs_vsctl", "privsep_namespace",
+                   "privsep_conntrack", "privsep_link")
+
+
+@pytest.fixture
+def plans(tmp_path):
+    override = tmp_path / "override"
+    snippet = override / "hvsupervisor.conf.d" / "50-upstream.conf"
+    snippet.parent.mkdir(parents=True)
+    shutil.copy(ETC / "examples" / "catalog-upstream.conf", snippet)
+    settings = load_settings(ETC, override, str(tmp_path / "state"), str(tmp_path / "log"),
+                             str(tmp_path / "run"))
+    return tmp_path, build_plans(settings)
+
+
+def test_every_agent_logs_to_its_own_file_and_gets_the_state_dir(plans):
+    root, p = plans
+    assert set(AGENTS) <= set(p)
+    for name in AGENTS:
+        argv = list(p[name].argv)
+        assert argv[argv.index("--log-file") + 1] == f"{root / 'log'}/{name}.log"
+        project = "nova" if name.startswith("nova") else "neutron"
+        assert p[name].env["OS_DEFAULT__STATE_PATH"] == f"{root / 'state'}/{project}"
+        # privsep-helper and neutron's helpers come from this install first.
+        assert p[name].env["PATH"].split(":")[0] == str(paths.bindir())
+
+
+def test_files_are_passed_in_catalog_order(plans):
+    _, p = plans
+    files = [f.path for f in p["neutron-openvswitch-agent"].files]
+    assert files == [str(ETC / "neutron" / "neutron.conf"),
+                     str(ETC / "neutron" / "plugins" / "ml2" / "openvswitch_agent.ini")]
+    argv = list(p["neutron-dhcp-agent"].argv)
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--config-file"] == [
+        str(ETC / "neutron" / "neutron.conf"), str(ETC / "neutron" / "dhcp_agent.ini")]
+
+
+def test_privsep_runs_the_helper_directly_for_every_context(plans):
+    _, p = plans
+    neutron = effective(p["neutron-l3-agent"])
+    for section in NEUTRON_PRIVSEP:
+        assert neutron.lookup(section, "helper_command") == "privsep-helper", section
+    assert neutron.lookup("agent", "root_helper") == ""
+    nova = effective(p["nova-compute"])
+    for section in ("nova_sys_admin", "vif_plug_ovs_privileged", "privsep_osbrick"):
+        assert nova.lookup(section, "helper_command") == "privsep-helper", section
+
+
+def test_defaults_are_the_supported_node(plans):
+    _, p = plans
+    nova = effective(p["nova-compute"])
+    assert nova.lookup("DEFAULT", "compute_driver") == "libvirt.LibvirtDriver"
+    assert nova.lookup("libvirt", "virt_type") == "kvm"
+    assert nova.lookup("DEFAULT", "use_stderr") == "false"
+    for agent in ("neutron-dhcp-agent", "neutron-l3-agent"):
+        assert effective(p[agent]).lookup("DEFAULT", "interface_driver") == "openvswitch"
+    ovs = effective(p["neutron-openvswitch-agent"])
+    assert ovs.lookup("ovs", "integration_bridge") == "br-int"
+    assert ovs.lookup("ovs", "ovsdb_connection") == "unix:/run/openvswitch/db.sock"
+
+
+def test_readiness_and_stop_rules(plans):
+    root, p = plans
+    assert str(p["neutron-metadata-agent"].ready) == \
+        f"unix:{root / 'state'}/neutron/metadata_proxy"
+    assert str(p["nova-api-metadata"].ready) == "tcp:127.0.0.1:8775"
+    assert p["neutron-dhcp-agent"].ready.kind == "notify"
+    assert p["nova-compute"].ready.kind == "alive"
+    # The OVS agent ignores SIGTERM: a short timeout before SIGKILL.
+    assert p["neutron-openvswitch-agent"].stop_timeout <= 10
+
+
+def test_shipped_files_hold_no_secret_values():
+    for path in ETC.rglob("*"):
+        if not path.is_file() or path.parent.name == "examples" or "examples" in path.parts:
+            continue
+        for line in path.read_text().splitlines():
+            key = line.split("=", 1)[0].strip().lower()
+            if line.lstrip().startswith("#") or "=" not in line:
+                continue
+            assert not any(w in key for w in ("password", "secret", "transport_url")), \
+                f"{path}: {line}"
