@@ -25,6 +25,7 @@ from pathlib import Path
 
 from hvsupervisor import paths
 from hvsupervisor.config.errors import EX_CONFIG, ConfigError
+from hvsupervisor.process import child_env
 
 OVS_AGENT = "neutron-openvswitch-agent"
 NETNS_AGENTS = ("neutron-dhcp-agent", "neutron-l3-agent")
@@ -34,13 +35,6 @@ NETNS_CLEANUP = "neutron-netns-cleanup"
 NETNS_NO_MONITOR = ("OS_AGENT__CHECK_CHILD_PROCESSES_INTERVAL", "0")
 # Bound on one cleanup run: it must never hold the boot up forever.
 CLEANUP_TIMEOUT = 300.0
-
-# The supervisor's own systemd variables are never a child's (DESIGN.md 2).
-_SYSTEMD_VARS = frozenset(
-    {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
-     "LISTEN_FDNAMES", "JOURNAL_STREAM"}
-)
-
 
 @dataclass(frozen=True)
 class CleanupCommand:
@@ -125,21 +119,11 @@ def _plan(plans: Mapping[str, object], name: str):
         raise ConfigError(f"cleanup needs [agent:{name}] in the catalog") from None
 
 
-def child_env(plan_env: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The caller's environment without oslo overrides or systemd variables, plus the plan's."""
-    base = os.environ if base is None else base
-    env = {
-        k: v for k, v in base.items()
-        if k not in _SYSTEMD_VARS and not (k.startswith("OS_") and "__" in k)
-    }
-    env.update(plan_env)
-    return env
-
-
 def run(cmd: CleanupCommand, timeout: float = CLEANUP_TIMEOUT) -> int:
     """Run one cleanup to completion (bounded); its output goes where ours goes."""
     try:
-        return subprocess.run(list(cmd.argv), env=child_env(cmd.env), check=False,
+        return subprocess.run(list(cmd.argv), env=child_env(os.environ, cmd.env),
+                              check=False,
                               timeout=timeout).returncode
     except subprocess.TimeoutExpired:
         print(f"{cmd.tool}: still running after {timeout:.0f}s, killed", file=sys.stderr)

@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "plan changed; a bad config is refused whole")
     p.add_argument("--format", choices=["table", "json"], default="table")
 
+    p = sub.add_parser("cleanup", help="neutron-ovs-cleanup / neutron-netns-cleanup with the "
+                       "node's resolved config (boot only: never while agents run)")
+    p.add_argument("what", choices=["ovs", "netns"])
+    p.add_argument("tool_args", nargs=argparse.REMAINDER,
+                   help="--dry-run prints the argv; other options (e.g. --force) go to the tool")
+
     p = sub.add_parser("check", help="run every gate and preflight once; exit 1 on a failure")
     p.add_argument("--format", choices=["table", "json"], default="table")
 
@@ -94,6 +100,15 @@ def main(argv: list[str] | None = None) -> int:
             from hvsupervisor import control_cmd
 
             return control_cmd.run(args, run_dir(args))
+        if args.verb == "cleanup":
+            from hvsupervisor import cleanup
+
+            dirs = []
+            for flag in ("defaults_dir", "override_dir", "state_dir", "log_dir", "run_dir"):
+                if getattr(args, flag) is not None:
+                    dirs += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
+            main = cleanup.main_ovs if args.what == "ovs" else cleanup.main_netns
+            return main(dirs + args.tool_args)
         if args.verb == "check":
             from hvsupervisor import check_cmd
 

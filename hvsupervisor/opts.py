@@ -110,8 +110,9 @@ agent_opts = [
         "command",
         required=True,
         help="The agent's command line, split like a shell would but never run by "
-        "one. Substitutions: {state_dir} {log_dir} {run_dir} {agent} {bindir} "
-        "{config_files}. A bare name is looked up in {bindir} first, then PATH.",
+        "one. Substitutions (also in environment and ready): {state_dir} {log_dir} "
+        "{run_dir} {agent} {bindir} {config_files} (;-joined) {use_stderr} (true when "
+        "the output goes to the journal). A bare name is looked up in {bindir} first, then PATH.",
     ),
     cfg.ListOpt(
         "config_files",

@@ -24,6 +24,7 @@ from hvsupervisor.config import layers
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.parse import ParsedFile, parse_file
 from hvsupervisor.config.settings import AgentSpec, ReadyRule, Settings
+from hvsupervisor.systemd.journal import journal_available
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
@@ -136,6 +137,9 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         "agent": spec.name,
         "bindir": str(bindir),
         "config_files": ";".join(f.path for f in files),
+        # Whether agents' stdout/stderr reach the journal: then oslo.log may
+        # write there too without doubling lines in the file log.
+        "use_stderr": "true" if journal_available(settings.supervisor.journal_socket) else "false",
     }
     command = [_substitute(a, values, spec.name, "command") for a in spec.command]
     command[0] = _resolve_command(command[0], bindir)

@@ -462,7 +462,7 @@ def write_compute_id(state_dir: Path) -> str:
 
 
 def catalog_snippet(example: Path, target: Path, extra_env: Mapping[str, str]) -> Path:
-    """The proposed catalog, with ``extra_env`` (e.g. OVS_RUNDIR) added to each agent."""
+    """A copy of a catalog with ``extra_env`` (e.g. OVS_RUNDIR) added to each agent."""
     out: list[str] = []
     add = ",".join(f"{k}:{v}" for k, v in extra_env.items())
     for line in example.read_text().splitlines():

@@ -6,7 +6,6 @@ oslo.config, as the agents will.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -27,9 +26,6 @@ NEUTRON_PRIVSEP = ("privsep", "privsep_dhcp_release", "privsep_ovs_vsctl", "priv
 @pytest.fixture
 def plans(tmp_path):
     override = tmp_path / "override"
-    snippet = override / "hvsupervisor.conf.d" / "50-upstream.conf"
-    snippet.parent.mkdir(parents=True)
-    shutil.copy(ETC / "examples" / "catalog-upstream.conf", snippet)
     settings = load_settings(ETC, override, str(tmp_path / "state"), str(tmp_path / "log"),
                              str(tmp_path / "run"))
     return tmp_path, build_plans(settings)
