@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hvsupervisor.process import child_env
 from tests import util
 
 VENV = Path(os.environ.get("HVSUP_UPSTREAM_VENV", "/work/venv-os"))
@@ -42,15 +43,9 @@ def wait_until(pred: Callable[[], object], timeout: float, what: str, interval: 
 
 
 def scrubbed_env(extra: Mapping[str, str] = ()) -> dict[str, str]:
-    """Our environment without oslo overrides or systemd variables, plus ``extra``."""
-    env = {
-        k: v for k, v in os.environ.items()
-        if not (k.startswith("OS_") and "__" in k)
-        and k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID")
-    }
-    env["PATH"] = f"{BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    env.update(extra)
-    return env
+    """Our environment scrubbed as the supervisor scrubs a child's, with this venv first on PATH."""
+    path = f"{BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    return child_env(os.environ, {"PATH": path, **dict(extra)})
 
 
 @dataclass

@@ -12,6 +12,7 @@ datapath, and the firewall is noop (all in 50-e2e.conf snippets).
 from __future__ import annotations
 
 import datetime
+import os
 import re
 import socket
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from hvsupervisor.process import child_env
 from tests.e2e.controlplane import NODE_HOST, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -173,7 +175,7 @@ def test_cleanup_commands_use_the_resolved_config(upstream_controlplane, upstrea
 
     ovs = cleanup.build_ovs_cleanup(node.plans, Path(sys.executable).parent, node.log_dir)
     t0 = time.monotonic()
-    r = cp.ns.run(list(ovs.argv), env=cleanup.child_env(ovs.env), timeout=120)
+    r = cp.ns.run(list(ovs.argv), env=child_env(os.environ, ovs.env), timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "br-int" in cp.vsctl("list-br").stdout.split(), "ovs-cleanup must keep br-int"
     ovs_s = time.monotonic() - t0
@@ -188,7 +190,7 @@ def test_cleanup_commands_use_the_resolved_config(upstream_controlplane, upstrea
             "--", *netns.argv]
     t0 = time.monotonic()
     r = cp.ns.run(["unshare", "--mount", "--propagation", "private", *jail],
-                  env=cleanup.child_env(netns.env), timeout=180)
+                  env=child_env(os.environ, netns.env), timeout=180)
     assert r.returncode == 0, (r.stdout[-1000:], r.stderr[-2000:])
     left = r.stdout.split("--- left", 1)[1]
     assert victim not in left, f"netns-cleanup left {victim}"
