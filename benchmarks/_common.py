@@ -322,6 +322,10 @@ class Daemon:
     """A supervisor under test: started in ``root``, stopped by pid."""
 
     name = "?"
+    # Stop with SIGTERM and wait? supervisord takes ~4 s and circusd more than
+    # 20 s to stop six agents; their stop is not what we measure, so they get
+    # SIGKILL, and their agents too (by pid, collected first).
+    graceful = False
 
     def __init__(self, root: Path, agents: list[AgentDef]) -> None:
         self.root = root
@@ -362,7 +366,7 @@ class Daemon:
         if self.proc is None or self.proc.poll() is not None:
             return
         kids = children(self.proc.pid)
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(signal.SIGTERM if self.graceful else signal.SIGKILL)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -377,6 +381,7 @@ class Daemon:
 
 class HvSupervisor(Daemon):
     name = "hvsupervisor"
+    graceful = True
 
     def __init__(self, root: Path, agents: list[AgentDef], notify: str | None = None,
                  supervisor_opts: dict[str, str] | None = None,
@@ -562,3 +567,41 @@ class Workspace:
                 print(f"cleanup of {d.name} failed: {e}", file=sys.stderr)
         if os.environ.get("BENCH_KEEP") != "1":
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ startup
+
+
+def startup(kind: str, root: Path, agents: list[AgentDef], events: ProcEvents,
+            timeout: float = 180) -> dict:
+    """Start one supervisor with ``agents``; time exec -> every agent exec'd (all three)
+    and exec -> READY=1 on the fake notify socket (hvsupervisor only: the others
+    have no sd_notify). Then RSS, and stop it."""
+    notify = None
+    if kind == "hvsupervisor":
+        notify = NotifyRecorder(str(root / "notify.sock"))
+        d: Daemon = HvSupervisor(root, agents, notify=notify.path)
+    elif kind == "supervisord":
+        d = Supervisord(root, agents)
+    else:
+        d = Circus(root, agents)
+    try:
+        d.start(events)
+        execs = events.wait_execs(d.pid, d.start_ns, len(agents), timeout)
+        out = {"agents": len(agents),
+               "all_exec_ms": round((execs[-1] - d.start_ns) / 1e6, 1),
+               "first_exec_ms": round((execs[0] - d.start_ns) / 1e6, 1)}
+        if notify is not None:
+            ready = notify.wait_for("READY", "1", timeout)
+            out["ready_ms"] = round((ready - d.start_ns) / 1e6, 1)
+        elif isinstance(d, Supervisord):
+            d.wait_running(timeout)
+            out["all_running_seen_ms"] = round((time.monotonic_ns() - d.start_ns) / 1e6, 1)
+        s = sample(d.pid)
+        out["rss_mib"] = round(s.rss_kib / 1024, 1)
+        out["cpu_ticks"] = s.ticks
+        return out
+    finally:
+        d.stop()
+        if notify is not None:
+            notify.close()
