@@ -71,6 +71,29 @@ def _check_readable(path: Path) -> None:
         raise ConfigError(f"unreadable: {exc.strerror}", path) from None
 
 
+def _snippet_masked(path: Path) -> bool:
+    """``_is_masked`` + ``_check_readable`` for a snippet, with one stat().
+
+    Same answers and messages, but a no-op reload of 1,000 snippets shared by
+    six agents ran those two 6,000 times each (5 syscalls and an open per
+    snippet: ~80 % of ``build_plans``). The open is left to the read that
+    follows (plan.FileCache), which reports an unreadable file by name.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ConfigError(f"broken symlink to {os.readlink(path)}", path) from None
+        raise ConfigError("not a regular file", path) from None
+    except OSError as exc:
+        raise ConfigError(f"unreadable: {exc.strerror}", path) from None
+    if stat.S_ISCHR(st.st_mode) and os.path.realpath(path) == os.devnull:
+        return True
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError("not a regular file", path)
+    return st.st_size == 0
+
+
 def _pick(rel: str, defaults_dir: Path, override_dir: Path) -> LayerFile | None:
     over = override_dir / rel
     if over.exists() or over.is_symlink():
@@ -130,10 +153,9 @@ def resolve(
         for name, p in _snippet_names(override_dir / rel_dir, res.ignored).items():
             chosen[name] = LayerFile(p, OVERRIDE, "snippet", f"{rel_dir}/{name}")
         for name, lf in chosen.items():
-            if _is_masked(lf.path):
+            if _snippet_masked(lf.path):
                 res.masked.append(lf)
                 continue
-            _check_readable(lf.path)
             snippets.append((name, index, lf))
     snippets.sort(key=lambda item: (item[0], item[1]))
     res.files.extend(lf for _, _, lf in snippets)
