@@ -389,7 +389,12 @@ class AgentLifecycle:
 
     def _become_ready(self, now: float) -> list[Action]:
         self._set(State.READY, now)
-        return self._disarm("alive") + [self._arm("stable", self.policy.stable_period)]
+        actions = self._disarm("alive")
+        if self._failures:
+            # Only a failure count needs forgetting; with none there is no
+            # timer, so a healthy idle node never wakes up (0 idle wakeups).
+            actions.append(self._arm("stable", self.policy.stable_period))
+        return actions
 
     def _on_timer(self, token: str, now: float) -> list[Action]:
         kind = next((k for k, t in self._timers.items() if t == token), None)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import os
 import random
@@ -109,6 +110,12 @@ def _ready_kind(plan: Plan) -> tuple[str, float | None]:
     return "probe", None
 
 
+def _lean(plan: Plan) -> Plan:
+    """The plan without its parsed files: only explain and gate wiring need them,
+    and with a thousand snippets they are most of a running supervisor's RSS."""
+    return dataclasses.replace(plan, parsed=())
+
+
 def _last_line(path: Path | None, limit: int = 4096) -> str | None:
     """The last non-empty line of an agent's output file, for STATUS= on failure."""
     if path is None:
@@ -165,6 +172,7 @@ class Supervisor:
     # ------------------------------------------------------------------ setup
 
     def _make_agent(self, plan: Plan) -> Agent:
+        plan = _lean(plan)
         kind, alive = _ready_kind(plan)
         machine = AgentLifecycle(
             plan.agent, _policy(self.settings), plan.stop_timeout, kind, alive, self.rng
@@ -495,7 +503,7 @@ class Supervisor:
                 started.append(name)
                 continue
             old = agent.plan
-            agent.plan = plan
+            agent.plan = _lean(plan)
             agent.machine.stop_timeout = plan.stop_timeout
             if plan.digest != old.digest and agent.machine.state is not State.STOPPED:
                 restarted.append(name)
@@ -600,6 +608,7 @@ class Supervisor:
             self.agents[name] = self._make_agent(plans[name])
         if self.gate_factory is not None:
             await self._replace_gates(*self.gate_factory(self.settings, plans))
+        self._initial_plans = plans = {}  # the agents hold lean copies
         timeout = self.settings.supervisor.ready_timeout
         self._ready_timer = self._loop.call_later(timeout, self._ready_timeout)
         interval = self.notifier.watchdog_interval()

@@ -105,7 +105,7 @@ def test_notify_ready_only_from_current_pid():
     assert m.state is State.STARTING
     actions = m.handle(BecameReady(100), 2)
     assert m.state is State.READY and m.ready
-    assert actions == [SetTimer("agent/stable/1", 30.0)]
+    assert actions == []  # no failures to forget: no stable timer, no idle wakeup
 
 
 def test_alive_kind_becomes_ready_on_its_timer():
@@ -116,7 +116,7 @@ def test_alive_kind_becomes_ready_on_its_timer():
     assert m.state is State.STARTING
     actions = m.handle(TimerFired("agent/alive/1"), 5)
     assert m.state is State.READY
-    assert actions == [SetTimer("agent/stable/2", 30.0)]
+    assert actions == []
 
 
 def test_alive_kind_needs_seconds():
@@ -133,13 +133,19 @@ def test_exit_goes_to_backoff_then_respawns():
     actions = m.handle(Exited(100, returncode=1, last_line="boom"), 5)
     assert m.state is State.BACKOFF
     assert m.pid is None
-    assert actions == [CancelTimer("agent/stable/1"), SetTimer("agent/restart/2", 1.0)]
+    assert actions == [SetTimer("agent/restart/1", 1.0)]
     assert m.last_exit == "exit 1 (boom)"
     assert m.reason == "restarting after exit 1 (boom)"
     assert m.failures == 1
-    assert m.handle(TimerFired("agent/restart/2"), 6) == [Spawn()]
+    assert m.handle(TimerFired("agent/restart/1"), 6) == [Spawn()]
     assert m.state is State.STARTING
     assert m.restarts == 1
+    # Ready again after a failure: now there is a count to forget after stable_period.
+    m.handle(Spawned(101), 6)
+    assert m.handle(BecameReady(101), 7) == [SetTimer("agent/stable/2", 30.0)]
+    m.handle(TimerFired("agent/stable/2"), 37)
+    # Backoff started over: the first step's delay again, not the second's.
+    assert timer(m.handle(Exited(101, returncode=1), 40), "restart").delay == 1.0
 
 
 def test_backoff_grows_to_cap():
@@ -291,12 +297,11 @@ def test_stop_escalates_to_sigkill():
     ready(m, pid=42)
     actions = m.handle(StopRequested(), 10)
     assert actions == [
-        CancelTimer("agent/stable/1"),
         Signal(42, signal.SIGTERM),
-        SetTimer("agent/kill/2", 10.0),
+        SetTimer("agent/kill/1", 10.0),
     ]
     assert m.state is State.STOPPING
-    assert m.handle(TimerFired("agent/kill/2"), 20) == [Signal(42, signal.SIGKILL)]
+    assert m.handle(TimerFired("agent/kill/1"), 20) == [Signal(42, signal.SIGKILL)]
     assert m.handle(Exited(42, signal=signal.SIGKILL), 20.1) == []
     assert m.state is State.STOPPED
     assert m.pid is None
@@ -437,9 +442,10 @@ def test_late_kill_timer_does_not_hit_new_process():
 
 
 def test_tokens_are_unique_per_agent():
-    a, b = make("a"), make("b")
-    ta = timer(ready(a, pid=1), "stable")
-    tb = timer(ready(b, pid=2), "stable")
+    a, b = make("a", ready_kind="alive", alive_seconds=1.0), make("b", ready_kind="alive",
+                                                                  alive_seconds=1.0)
+    ta = timer(running(a, pid=1), "alive")
+    tb = timer(running(b, pid=2), "alive")
     assert ta.token != tb.token
     assert a.handle(TimerFired(tb.token), 1) == []
 
@@ -463,7 +469,7 @@ def test_exit_while_gate_closed_pauses_without_spending_budget():
     ready(m, pid=1)
     m.handle(GateChanged(False, "libvirt gone"), 1)
     # libvirtd went away and the agent died with it: wait for the host, count nothing.
-    assert m.handle(Exited(1, returncode=1), 2) == [CancelTimer("agent/stable/1")]
+    assert m.handle(Exited(1, returncode=1), 2) == []
     assert m.state is State.WAITING
     assert m.failures == 0
     assert m.reason == "libvirt gone"
