@@ -477,6 +477,8 @@ class Supervisor:
             if gates is not None and key != self._gate_key:
                 await self._replace_gates(key, gates)
             result = self._apply_plans(settings, plans)
+            del plans, gates
+            process.release_memory()
             LOG.info("event=reload restarted=%s started=%s stopped=%s",
                      result["restarted"], result["started"], result["stopped"])
             self._status = ""

@@ -27,11 +27,14 @@ class GateSettings:
 
 
 def _owner(plans: dict[str, Plan], gate: str, prefer: tuple[str, str] | None) -> Plan | None:
-    """The plan whose config defines the gate: the first that sets ``prefer``, else the first."""
+    """The plan whose config defines the gate: the first whose files set ``prefer``, else
+    the first. (A look at the parsed files, not a full oslo resolution per plan: with a
+    thousand snippets that would parse them all again for every agent.)"""
     users = [p for p in plans.values() if gate in p.host_gates]
     if prefer is not None:
+        section, option = prefer
         for plan in users:
-            if effective(plan).lookup(*prefer) is not None:
+            if any(pf.line_of(section, option) is not None for pf in plan.parsed):
                 return plan
     return users[0] if users else None
 

@@ -199,6 +199,40 @@ def test_cleanup_commands_use_the_resolved_config(upstream_controlplane, upstrea
     print(f"ovs-cleanup {ovs_s:.1f}s netns-cleanup {netns_s:.1f}s")
 
 
+NEUTRON_AGENTS = {"neutron-openvswitch-agent", "neutron-dhcp-agent", "neutron-l3-agent",
+                  "neutron-metadata-agent"}
+
+
+def _all_ready(node, timeout=120):
+    return wait_until(lambda: (lambda st: st if all(a["ready"] for a in st.values()) else None)(
+        node.status()), timeout, "every agent ready")
+
+
+def test_neutron_snippet_reload_restarts_exactly_the_four_neutron_agents(upstream_node):
+    import json
+    import subprocess
+
+    node = upstream_node
+    if node.supervisor is None:
+        pytest.skip("HVSUP_E2E_DIRECT=1: no supervisor to reload")
+    before = _all_ready(node)
+    snippet = node.override / "neutron" / "neutron.conf.d" / "60-e2e-reload.conf"
+    snippet.parent.mkdir(parents=True, exist_ok=True)
+    snippet.write_text("[DEFAULT]\ndebug = true\n")
+    cp = subprocess.run([sys.executable, "-m", "hvsupervisor", *node.cli_dirs(), "reload",
+                         "--format", "json"], capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr
+    assert set(json.loads(cp.stdout)["restarted"]) == NEUTRON_AGENTS
+    after = _all_ready(node)
+    for name, agent in after.items():
+        if name in NEUTRON_AGENTS:
+            assert agent["pid"] != before[name]["pid"], name
+            assert str(snippet) in agent["argv"], name
+        else:
+            assert agent["pid"] == before[name]["pid"], f"{name} was restarted"
+            assert str(snippet) not in agent["argv"]
+
+
 def test_stop_leaves_no_agent_behind(upstream_controlplane, upstream_node):
     """Measured stop behaviour, which the catalog's stop_timeout values rely on.
 
@@ -208,9 +242,16 @@ def test_stop_leaves_no_agent_behind(upstream_controlplane, upstream_node):
     """
     node = upstream_node
     if node.supervisor is not None:
-        status = node.status()
-        assert all(a["state"] == "ready" for a in status.values()), status
+        from hvsupervisor.control.client import call
+
+        status = _all_ready(node)
         pids = {name: a["pid"] for name, a in status.items()}
+        # `hvsupervisor stop` (every agent; the supervisor stays), then the full stop.
+        assert call(node.control_socket, {"cmd": "stop"}, timeout=120)["ok"]
+        wait_until(lambda: all(a["state"] == "stopped" for a in node.status().values()), 90,
+                   "every agent stopped")
+        for name, pid in pids.items():
+            assert not Path(f"/proc/{pid}").exists(), f"{name} (pid {pid}) survived stop"
         t0 = time.monotonic()
         rc = node.supervisor.stop(timeout=90)
         elapsed = time.monotonic() - t0
