@@ -22,8 +22,7 @@ import time
 
 import pytest
 
-from tests.fixtures.nspawn import PROJECT_ROOT, Container, write_console_script
-from tests.util import wait_until
+from tests.fixtures.nspawn import PROJECT_ROOT, Container, wait_until, write_console_script
 
 pytestmark = pytest.mark.e2e
 
