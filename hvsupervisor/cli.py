@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tool_args", nargs=argparse.REMAINDER,
                    help="--dry-run prints the argv; other options (e.g. --force) go to the tool")
 
+    p = sub.add_parser("demo", help="a self-contained demo node under one directory, in the "
+                       "foreground (root; Ctrl-C stops it all)")
+    p.add_argument("--dir", type=Path, default=None,
+                   help="the demo directory (default: $HVSUP_DEMO_DIR, else ./.demo)")
+
     p = sub.add_parser("check", help="run every gate and preflight once; exit 1 on a failure")
     p.add_argument("--format", choices=["table", "json"], default="table")
 
@@ -109,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
                     dirs += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
             main = cleanup.main_ovs if args.what == "ovs" else cleanup.main_netns
             return main(dirs + args.tool_args)
+        if args.verb == "demo":
+            import os
+
+            from hvsupervisor.demo import node
+
+            demo_dir = args.dir or Path(os.environ.get("HVSUP_DEMO_DIR") or ".demo")
+            return node.run(demo_dir, args.defaults_dir)
         if args.verb == "check":
             from hvsupervisor import check_cmd
 
