@@ -16,13 +16,17 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from hvsupervisor import paths
-from hvsupervisor.demo import profile, services
+from hvsupervisor.config.errors import EX_CONFIG, ConfigError
+from hvsupervisor.config.plan import build_plans
+from hvsupervisor.config.settings import load_settings
+from hvsupervisor.demo import database, profile, services
 
 HOST = "hvsup-demo"
 RABBIT_PORT = 5672  # inside the demo's own netns: no clash with the host's
@@ -230,7 +234,14 @@ def run(demo_dir: Path, defaults_dir: Path | None = None) -> int:
         rabbit = services.start_rabbit(ns, layout.rabbit, RABBIT_PORT, env)
         profile.write_profile(
             layout.override, layout.state, defaults / paths.CATALOG_NAME, HOST,
-            f"rabbit://guest:guest@127.0.0.1:{RABBIT_PORT}/", ovs.connection, ovs.env())
+            f"rabbit://guest:guest@127.0.0.1:{RABBIT_PORT}/", ovs.connection,
+            database.connection(layout.state), ovs.env())
+        plans = build_plans(load_settings(defaults, layout.override, str(layout.state),
+                                          str(layout.log), str(layout.run)))
+        if database.sync(plans[database.AGENT], layout.state, paths.bindir(),
+                         layout.log / "nova-manage.log", env):
+            print(f"hvsupervisor demo: nova database created in {layout.state} "
+                  f"({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
         argv = [sys.executable, "-m", "hvsupervisor", "--defaults-dir", str(defaults),
                 "--override-dir", str(layout.override), "--state-dir", str(layout.state),
                 "--log-dir", str(layout.log), "--run-dir", str(layout.run), "run"]
@@ -242,7 +253,10 @@ def run(demo_dir: Path, defaults_dir: Path | None = None) -> int:
             rc = rc or 1
     except _Interrupted:
         rc = 128 + (sig.received or signal.SIGINT)
-    except (OSError, RuntimeError, TimeoutError) as exc:
+    except ConfigError as exc:
+        print(f"hvsupervisor demo: {exc}", file=sys.stderr)
+        rc = EX_CONFIG
+    except (OSError, RuntimeError, TimeoutError, subprocess.SubprocessError) as exc:
         print(f"hvsupervisor demo: {exc}", file=sys.stderr)
         rc = 1
     finally:

@@ -9,7 +9,9 @@ ovsdb) and what a fresh machine without a cloud cannot provide:
 - no libvirtd/KVM promised: nova's ``fake.PredictableNodeUUIDDriver``, whose
   node uuid is uuid5(DNS, host), with that uuid in ``$state_path/compute_id``
   (so a restart keeps the node identity), and the libvirt gate emptied for
-  nova-compute in a catalog snippet.
+  nova-compute in a catalog snippet;
+- no cloud database: a local sqlite nova DB (demo/database.py) so that
+  nova-api-metadata can load.
 """
 
 from __future__ import annotations
@@ -66,13 +68,15 @@ def catalog_env_snippet(catalog: Path, target: Path, extra_env: Mapping[str, str
 
 
 def write_profile(override: Path, state_dir: Path, catalog: Path, host: str,
-                  transport_url: str, ovsdb_connection: str,
+                  transport_url: str, ovsdb_connection: str, nova_db: str,
                   ovs_env: Mapping[str, str]) -> list[Path]:
     """Every demo snippet under ``override``; returns the files written."""
     files = [
         write_ini(override / "nova" / "nova.conf.d" / SNIPPET, {
             "DEFAULT": {"host": host, "transport_url": transport_url,
                         "compute_driver": FAKE_DRIVER},
+            # nova-api-metadata's worker needs it to boot (demo/database.py).
+            "database": {"connection": nova_db},
             "os_vif_ovs": {"ovsdb_connection": ovsdb_connection},
         }),
         write_ini(override / "neutron" / "neutron.conf.d" / SNIPPET, {
