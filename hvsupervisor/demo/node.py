@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvsupervisor import paths
+from hvsupervisor import paths, run_cmd
 from hvsupervisor.config.errors import EX_CONFIG, ConfigError
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings
@@ -121,7 +121,7 @@ class _Signals:
         if self.supervisor is None:
             raise _Interrupted()
         if self.supervisor.alive():
-            services._killpg(self.supervisor.pid, signum)
+            services.killpg(self.supervisor.pid, signum)
         if first:
             print(f"\nhvsupervisor demo: {signal.Signals(signum).name}: stopping the agents "
                   f"(up to ~{SUPERVISOR_STOP_TIMEOUT:.0f} s), then OVS and RabbitMQ",
@@ -193,7 +193,7 @@ def _teardown(sig: _Signals, ns: services.Netns | None, ovs: services.Ovs | None
     """Stop in reverse order, by pid; returns pids that had to be killed in the netns."""
     sig.tearing_down = True
     if sup is not None and sup.alive():
-        services._killpg(sup.pid, sig.received or signal.SIGTERM)
+        services.killpg(sup.pid, sig.received or signal.SIGTERM)
         sup.stop(SUPERVISOR_STOP_TIMEOUT)  # waits; SIGKILL past the timeout
     if ovs is not None:
         ovs.delete_bridges()
@@ -218,6 +218,13 @@ def run(demo_dir: Path, defaults_dir: Path | None = None) -> int:
         return 1
     t0 = time.monotonic()
     layout = Layout(demo_dir.resolve())
+    layout.root.mkdir(mode=0o750, parents=True, exist_ok=True)
+    try:  # before prepare(): it clears the run-time dirs a running demo uses
+        lock_fd = run_cmd.take_lock(layout.root)
+    except run_cmd.AlreadyRunning as exc:
+        print(f"hvsupervisor demo: {exc} (a demo)", file=sys.stderr)
+        return 1
+    run_cmd.write_pid(lock_fd)
     defaults = (defaults_dir or paths.defaults_dir()).resolve()
     sig = _Signals()
     sig.install()

@@ -23,13 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from hvsupervisor.process import child_env
+
 RABBIT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# What a child must not inherit: systemd's per-process variables and oslo.config
-# overrides (DESIGN.md section 2: scrub OS_<GROUP>__<OPT>).
-_SCRUBBED = ("NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID",
-             "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
 def wait_until(pred: Callable[[], object], timeout: float, what: str,
@@ -46,18 +44,15 @@ def wait_until(pred: Callable[[], object], timeout: float, what: str,
 
 
 def scrubbed_env(extra: Mapping[str, str] = (), bindir: Path | None = None) -> dict[str, str]:
-    """Our environment without oslo overrides or systemd variables, plus ``extra``.
+    """Our environment scrubbed as the supervisor scrubs an agent's, plus ``extra``.
 
     ``bindir`` goes first on PATH, so a venv's daemons are found before the host's.
     """
-    env = {k: v for k, v in os.environ.items()
-           if not (k.startswith("OS_") and "__" in k) and k not in _SCRUBBED}
-    env["PATH"] = f"{bindir}:{SYSTEM_PATH}" if bindir else SYSTEM_PATH
-    env.update(extra)
-    return env
+    path = f"{bindir}:{SYSTEM_PATH}" if bindir else SYSTEM_PATH
+    return child_env(os.environ, {"PATH": path, **dict(extra)})
 
 
-def _killpg(pgid: int, sig: int) -> None:
+def killpg(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
@@ -71,6 +66,10 @@ class Proc:
     name: str
     popen: subprocess.Popen
     log: Path | None
+    # False: the stop signal goes to the leader only, which stops its own helpers
+    # (RabbitMQ's beam: SIGTERM to its whole group kills erl_child_setup first,
+    # and beam then writes a crash dump instead of shutting down cleanly).
+    signal_group: bool = True
 
     @property
     def pid(self) -> int:
@@ -79,17 +78,29 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def terminate(self, sig: int = signal.SIGTERM) -> None:
+        """Ask it to stop: ``sig`` to its group, or to the leader (``signal_group``)."""
+        if self.popen.poll() is not None:
+            return
+        if self.signal_group:
+            killpg(self.pid, sig)
+        else:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
     def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
-        """``sig`` to the process group, SIGKILL after ``timeout``; returns rc."""
+        """``terminate(sig)``, SIGKILL to the group after ``timeout``; returns rc."""
         if self.popen.poll() is None:
-            _killpg(self.pid, sig)
+            self.terminate(sig)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                _killpg(self.pid, signal.SIGKILL)
+                killpg(self.pid, signal.SIGKILL)
                 self.popen.wait(10)
         # Workers left in the group (cotyledon, gunicorn, erl_child_setup) go too.
-        _killpg(self.pid, signal.SIGKILL)
+        killpg(self.pid, signal.SIGKILL)
         return self.popen.returncode
 
 
@@ -253,6 +264,7 @@ def rabbit_env(base: Path, port: int, dist_port: int = 25672) -> dict[str, str]:
         "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
         "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
         "RABBITMQ_PID_FILE": str(base / "rabbit.pid"),
+        "ERL_CRASH_DUMP": str(base / "erl_crash.dump"),  # not into the caller's cwd
     }
 
 
@@ -267,6 +279,9 @@ def start_rabbit(ns: Netns, base: Path, port: int = 5672,
     (base / "log").mkdir(parents=True, exist_ok=True)
     (base / "enabled_plugins").write_text("[].\n")
     env = dict(env if env is not None else scrubbed_env()) | rabbit_env(base, port)
-    procs = [ns.spawn("epmd", ["epmd", "-address", "127.0.0.1"], base / "epmd.out", env)]
-    procs.append(ns.spawn("rabbitmq", [str(RABBIT)], base / "rabbit.out", env))
+    procs = [ns.spawn("epmd", ["epmd", "-address", "127.0.0.1"], base / "epmd.out", env,
+                      cwd=base)]
+    rabbit = ns.spawn("rabbitmq", [str(RABBIT)], base / "rabbit.out", env, cwd=base)
+    rabbit.signal_group = False
+    procs.append(rabbit)
     return procs

@@ -22,18 +22,19 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hvsupervisor.process import child_env
+from hvsupervisor.demo import services
+from hvsupervisor.demo.profile import write_compute_id as _write_compute_id
+from hvsupervisor.demo.profile import write_ini
+from hvsupervisor.demo.services import Netns, Proc
 from tests import util
 
 VENV = Path(os.environ.get("HVSUP_UPSTREAM_VENV", "/work/venv-os"))
 BIN = VENV / "bin"
 PY = BIN / "python"
-RABBIT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 NODE_HOST = "e2e-node"
 
 
@@ -43,119 +44,17 @@ def wait_until(pred: Callable[[], object], timeout: float, what: str, interval: 
 
 
 def scrubbed_env(extra: Mapping[str, str] = ()) -> dict[str, str]:
-    """Our environment scrubbed as the supervisor scrubs a child's, with this venv first on PATH."""
-    path = f"{BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    return child_env(os.environ, {"PATH": path, **dict(extra)})
+    """Our environment without oslo overrides or systemd variables, the venv first on PATH."""
+    return services.scrubbed_env(extra, bindir=BIN)
 
 
-@dataclass
-class Proc:
-    """A daemon we started, with its output file; stopped by pid (and its group)."""
-
-    name: str
-    popen: subprocess.Popen
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM the process group, SIGKILL it after ``timeout``; returns rc."""
-        if self.popen.poll() is None:
-            _killpg(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _killpg(self.pid, signal.SIGKILL)
-                self.popen.wait(10)
-        # Workers left in the group (cotyledon, gunicorn) go too.
-        _killpg(self.pid, signal.SIGKILL)
-        return self.popen.returncode
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-@dataclass
-class Netns:
-    """A private network namespace with loopback up."""
-
-    name: str
-
-    @classmethod
-    def create(cls, prefix: str = "hvsup-e2e") -> Netns:
-        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-        subprocess.run(["ip", "netns", "add", name], check=True)
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"],
-                       check=True)
-        return cls(name)
-
-    def prefix(self) -> list[str]:
-        return ["ip", "netns", "exec", self.name]
-
-    def run(self, argv: Sequence[str], **kw) -> subprocess.CompletedProcess:
-        kw.setdefault("capture_output", True)
-        kw.setdefault("text", True)
-        kw.setdefault("timeout", 60)
-        return subprocess.run([*self.prefix(), *argv], check=False, **kw)
-
-    def spawn(self, name: str, argv: Sequence[str], log: Path,
-              env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Proc:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
-            popen = subprocess.Popen(
-                [*self.prefix(), *argv], stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, env=dict(env or scrubbed_env()), cwd=cwd,
-                start_new_session=True,
-            )
-        return Proc(name, popen, log)
-
-    def tcp_open(self, port: int, host: str = "127.0.0.1") -> bool:
-        r = self.run(["bash", "-c", f"exec 3<>/dev/tcp/{host}/{port}"], timeout=10)
-        return r.returncode == 0
-
-    def http_json(self, url: str, headers: Mapping[str, str] = ()) -> object | None:
-        argv = ["curl", "-sf", "--max-time", "10", url]
-        for k, v in dict(headers).items():
-            argv += ["-H", f"{k}: {v}"]
-        r = self.run(argv, timeout=20)
-        return json.loads(r.stdout) if r.returncode == 0 and r.stdout else None
-
-    def pids(self) -> list[int]:
-        r = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True,
-                           check=False)
-        return [int(p) for p in r.stdout.split()]
-
-    def destroy(self) -> list[int]:
-        """Kill whatever still runs inside (all ours), then delete the namespace."""
-        left = self.pids()
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        subprocess.run(["ip", "netns", "delete", self.name], check=False)
-        return left
-
-
-def write_ini(path: Path, sections: Mapping[str, Mapping[str, object]]) -> Path:
-    """Write an oslo-style ini (DEFAULT first) from a dict of sections."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines: list[str] = []
-    for section, options in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {v}" for k, v in options.items()]
-        lines.append("")
-    path.write_text("\n".join(lines))
-    return path
+def http_json(ns: Netns, url: str, headers: Mapping[str, str] = ()) -> object | None:
+    """GET ``url`` inside the namespace with curl; the parsed JSON body or None."""
+    argv = ["curl", "-sf", "--max-time", "10", url]
+    for k, v in dict(headers).items():
+        argv += ["-H", f"{k}: {v}"]
+    r = ns.run(argv, timeout=20)
+    return json.loads(r.stdout) if r.returncode == 0 and r.stdout else None
 
 
 @dataclass
@@ -165,6 +64,7 @@ class ControlPlane:
     root: Path
     ns: Netns
     procs: list[Proc] = field(default_factory=list)
+    ovs: services.Ovs | None = None
     timings: dict[str, float] = field(default_factory=dict)
     rabbit_port: int = 5672
     placement_port: int = 8778
@@ -200,8 +100,7 @@ class ControlPlane:
 
     # --- queries the tests use -------------------------------------------------
     def ovs_env(self) -> dict[str, str]:
-        return {"OVS_RUNDIR": str(self.ovs_run), "OVS_DBDIR": str(self.ovs_run),
-                "OVS_LOGDIR": str(self.ovs_run)}
+        return services.Ovs(self.ovs_run).env()
 
     def vsctl(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["ovs-vsctl", f"--db=unix:{self.ovsdb_sock}", "--timeout=10",
@@ -220,14 +119,14 @@ class ControlPlane:
         return [dict(r) for r in rows]
 
     def resource_providers(self) -> list[dict]:
-        body = self.ns.http_json(
-            f"http://127.0.0.1:{self.placement_port}/resource_providers",
+        body = http_json(
+            self.ns, f"http://127.0.0.1:{self.placement_port}/resource_providers",
             {"X-Auth-Token": "admin", "OpenStack-API-Version": "placement latest"})
         return body["resource_providers"] if isinstance(body, dict) else []
 
     def neutron_agents(self) -> list[dict]:
-        body = self.ns.http_json(f"http://127.0.0.1:{self.neutron_port}/v2.0/agents",
-                                 {"X-Project-Id": "admin", "X-Roles": "admin"})
+        body = http_json(self.ns, f"http://127.0.0.1:{self.neutron_port}/v2.0/agents",
+                         {"X-Project-Id": "admin", "X-Roles": "admin"})
         return body["agents"] if isinstance(body, dict) else []
 
     def check_alive(self) -> bool:
@@ -241,8 +140,7 @@ class ControlPlane:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM every daemon at once (the tests are over: no order matters), then reap."""
         for proc in self.procs:
-            if proc.alive():
-                _killpg(proc.pid, signal.SIGTERM)
+            proc.terminate()
         deadline = time.monotonic() + timeout
         for proc in self.procs:
             proc.stop(timeout=max(0.1, deadline - time.monotonic()))
@@ -260,45 +158,12 @@ def _run(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None,
 
 
 def _start_ovs(cp: ControlPlane) -> None:
-    run = cp.ovs_run
-    run.mkdir(parents=True, exist_ok=True)
-    db = run / "conf.db"
-    subprocess.run(["ovsdb-tool", "create", str(db),
-                    "/usr/share/openvswitch/vswitch.ovsschema"], check=True)
-    env = scrubbed_env(cp.ovs_env())
-    cp.procs.append(cp.ns.spawn("ovsdb-server", [
-        "ovsdb-server", str(db), f"--remote=punix:{cp.ovsdb_sock}",
-        f"--unixctl={run}/ovsdb-server.ctl", f"--pidfile={run}/ovsdb-server.pid",
-        f"--log-file={run}/ovsdb-server.log"], run / "ovsdb-server.out", env))
-    wait_until(cp.ovsdb_sock.exists, 20, "ovsdb-server socket")
-    r = cp.vsctl("--no-wait", "init")
-    assert r.returncode == 0, r.stderr
-    cp.procs.append(cp.ns.spawn("ovs-vswitchd", [
-        "ovs-vswitchd", f"unix:{cp.ovsdb_sock}", f"--unixctl={run}/ovs-vswitchd.ctl",
-        f"--pidfile={run}/ovs-vswitchd.pid", f"--log-file={run}/ovs-vswitchd.log"],
-        run / "ovs-vswitchd.out", env))
-    wait_until(lambda: (run / "ovs-vswitchd.ctl").exists(), 20, "ovs-vswitchd")
+    cp.ovs = services.start_ovs(cp.ns, cp.ovs_run, scrubbed_env())
+    cp.procs += cp.ovs.procs
 
 
 def _start_rabbit(cp: ControlPlane) -> None:
-    base = cp.root / "rabbit"
-    (base / "mnesia").mkdir(parents=True, exist_ok=True)
-    (base / "log").mkdir(parents=True, exist_ok=True)
-    plugins = base / "enabled_plugins"
-    plugins.write_text("[].\n")
-    # Own epmd inside the namespace, on loopback only, so stopping it is ours.
-    env = scrubbed_env({
-        "HOME": str(base), "ERL_EPMD_ADDRESS": "127.0.0.1",
-        "RABBITMQ_NODENAME": "rabbit@localhost", "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-        "RABBITMQ_NODE_PORT": str(cp.rabbit_port), "RABBITMQ_DIST_PORT": "25672",
-        "RABBITMQ_MNESIA_BASE": str(base / "mnesia"), "RABBITMQ_LOG_BASE": str(base / "log"),
-        "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
-        "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
-        "RABBITMQ_PID_FILE": str(base / "rabbit.pid"),
-    })
-    cp.procs.append(cp.ns.spawn("epmd", ["epmd", "-address", "127.0.0.1"],
-                                base / "epmd.out", env))
-    cp.procs.append(cp.ns.spawn("rabbitmq", [str(RABBIT)], base / "rabbit.out", env))
+    cp.procs += services.start_rabbit(cp.ns, cp.root / "rabbit", cp.rabbit_port, scrubbed_env())
 
 
 def nova_ctl_conf(cp: ControlPlane) -> Path:
@@ -381,7 +246,7 @@ def _prepare_databases(cp: ControlPlane) -> None:
 def start_control_plane(root: Path) -> ControlPlane:
     """Bring everything up; the caller must ``stop()`` and ``ns.destroy()``."""
     t0 = time.monotonic()
-    cp = ControlPlane(root=root, ns=Netns.create())
+    cp = ControlPlane(root=root, ns=Netns.create("hvsup-e2e"))
     cp.logs.mkdir(parents=True, exist_ok=True)
     try:
         _start_ovs(cp)
@@ -411,8 +276,8 @@ def start_control_plane(root: Path) -> ControlPlane:
             cp.logs / "nova-conductor.log"))
         wait_until(lambda: cp.check_alive() and cp.ns.tcp_open(cp.placement_port), 60,
                    "Placement API")
-        wait_until(lambda: cp.check_alive() and cp.ns.http_json(
-            f"http://127.0.0.1:{cp.neutron_port}/v2.0/agents",
+        wait_until(lambda: cp.check_alive() and http_json(
+            cp.ns, f"http://127.0.0.1:{cp.neutron_port}/v2.0/agents",
             {"X-Project-Id": "admin", "X-Roles": "admin"}) is not None, 90, "neutron API")
         cp.check_alive()
         cp.timings["up"] = time.monotonic() - t0
@@ -449,24 +314,7 @@ def node_snippets(cp: ControlPlane, override: Path) -> None:
 
 def write_compute_id(state_dir: Path) -> str:
     """A fixed node identity: PredictableNodeUUIDDriver + this file survive restarts."""
-    node_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, NODE_HOST))
-    nova_state = state_dir / "nova"
-    nova_state.mkdir(parents=True, exist_ok=True)
-    (nova_state / "compute_id").write_text(node_uuid)
-    return node_uuid
-
-
-def catalog_snippet(example: Path, target: Path, extra_env: Mapping[str, str]) -> Path:
-    """A copy of a catalog with ``extra_env`` (e.g. OVS_RUNDIR) added to each agent."""
-    out: list[str] = []
-    add = ",".join(f"{k}:{v}" for k, v in extra_env.items())
-    for line in example.read_text().splitlines():
-        if line.startswith("environment = ") and add:
-            line = f"{line},{add}"
-        out.append(line)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text("\n".join(out) + "\n")
-    return target
+    return _write_compute_id(state_dir, NODE_HOST)
 
 
 if __name__ == "__main__":  # manual use: bring it up, print where, wait for ^C
