@@ -13,10 +13,13 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,18 +87,32 @@ def _netns_list() -> str:
                           check=False).stdout
 
 
-def test_demo_runs_six_agents_and_ctrl_c_leaves_nothing(tmp_path):
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    demo = tmp_path / "demo"
-    out = tmp_path / "demo.out"
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short dir: the demo's unix sockets must fit in sun_path (108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="hvd-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _start_demo(demo: Path, out: Path) -> tuple[subprocess.Popen, dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HVSUP_")}
     env.update(HVSUP_DEMO_DIR=str(demo), PYTHONPATH=str(REPO))
     with open(out, "wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "hvsupervisor", "demo"], cwd=REPO,
                                 env=env, stdin=subprocess.DEVNULL, stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, env
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_demo_runs_six_agents_and_a_signal_leaves_nothing(short_tmp, signum):
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    demo = short_tmp / "demo"
+    out = short_tmp / "demo.out"
+    proc, env = _start_demo(demo, out)
     ns = None
     try:
         def up() -> list[dict] | None:
@@ -130,7 +147,7 @@ def test_demo_runs_six_agents_and_ctrl_c_leaves_nothing(tmp_path):
         wait_until(lambda: netns.tcp_open(5672) and netns.tcp_open(8775), 90,
                    "RabbitMQ :5672 and nova-api-metadata :8775 in the demo netns", interval=1)
 
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the demo
+        proc.send_signal(signum)  # SIGINT: what Ctrl-C delivers to the demo
         rc = proc.wait(180)
     finally:
         if proc.poll() is None:  # a failed assertion: still stop it the demo's way
@@ -148,3 +165,29 @@ def test_demo_runs_six_agents_and_ctrl_c_leaves_nothing(tmp_path):
     for sock in (demo / "run" / "control.sock", demo / "ovs" / "db.sock"):
         assert not _accepts(sock), f"{sock} still accepts"
     assert "stopped (rc=0)" in out.read_text()
+
+
+def test_demo_config_error_stops_ovs_and_rabbitmq(short_tmp):
+    """The supervisor cannot start (a broken override snippet): nothing is left either."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    demo = short_tmp / "demo"
+    out = short_tmp / "demo.out"
+    bad = demo / "override" / "hvsupervisor.conf.d" / "99-broken.conf"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("[agent:nova-compute]\nready = sometimes\n")
+    before = set(_netns_list().split())
+    proc, _ = _start_demo(demo, out)
+    try:
+        rc = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    text = out.read_text()
+    assert rc == 78, text[-3000:]  # EX_CONFIG, with the file named in one line
+    assert "99-broken.conf" in text and "Traceback" not in text
+    assert _demo_processes(demo) == []
+    assert not {n for n in set(_netns_list().split()) - before if n.startswith("hvsup-demo")}
+    assert not _accepts(demo / "ovs" / "db.sock")
