@@ -156,8 +156,10 @@ def banner(layout: Layout, ns: services.Netns) -> str:
    hvsupervisor run -> nova-compute, nova-api-metadata, neutron-openvswitch-agent,
                        neutron-dhcp-agent, neutron-l3-agent, neutron-metadata-agent
  nova-compute uses nova's fake driver ({profile.FAKE_DRIVER}), not
- libvirt; there is no cloud control plane (no nova-conductor, placement or
- neutron-server), so the agents run and wait for it: their logs say so.
+ libvirt. There is no cloud control plane (no nova-conductor, placement or
+ neutron-server): the agents run and wait for it, and their logs say so
+ within a minute ("Timed out waiting for nova-conductor", "Timeout in RPC
+ method has_alive_neutron_server"). The OVS agent builds br-int meanwhile.
  everything lives in {demo}
    logs      {layout.log}/<agent>.log
    config    hvsupervisor --override-dir {layout.override} ... config plan AGENT

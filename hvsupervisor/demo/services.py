@@ -66,10 +66,11 @@ class Proc:
     name: str
     popen: subprocess.Popen
     log: Path | None
-    # False: the stop signal goes to the leader only, which stops its own helpers
-    # (RabbitMQ's beam: SIGTERM to its whole group kills erl_child_setup first,
-    # and beam then writes a crash dump instead of shutting down cleanly).
-    signal_group: bool = True
+    # What "stop" sends to the group first. RabbitMQ gets SIGKILL: on SIGTERM its
+    # start script runs `rabbitmqctl stop` (a second VM, seconds), or hangs while
+    # the node boots; and SIGTERM to the group kills erl_child_setup under beam,
+    # which then writes erl_crash.dump. A throwaway broker loses nothing.
+    stop_signal: int = signal.SIGTERM
 
     @property
     def pid(self) -> int:
@@ -78,19 +79,12 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def terminate(self, sig: int = signal.SIGTERM) -> None:
-        """Ask it to stop: ``sig`` to its group, or to the leader (``signal_group``)."""
-        if self.popen.poll() is not None:
-            return
-        if self.signal_group:
-            killpg(self.pid, sig)
-        else:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
+    def terminate(self, sig: int | None = None) -> None:
+        """Ask it to stop: ``sig`` (default ``stop_signal``) to its process group."""
+        if self.popen.poll() is None:
+            killpg(self.pid, self.stop_signal if sig is None else sig)
 
-    def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
+    def stop(self, timeout: float = 10.0, sig: int | None = None) -> int | None:
         """``terminate(sig)``, SIGKILL to the group after ``timeout``; returns rc."""
         if self.popen.poll() is None:
             self.terminate(sig)
@@ -282,6 +276,6 @@ def start_rabbit(ns: Netns, base: Path, port: int = 5672,
     procs = [ns.spawn("epmd", ["epmd", "-address", "127.0.0.1"], base / "epmd.out", env,
                       cwd=base)]
     rabbit = ns.spawn("rabbitmq", [str(RABBIT)], base / "rabbit.out", env, cwd=base)
-    rabbit.signal_group = False
+    rabbit.stop_signal = signal.SIGKILL
     procs.append(rabbit)
     return procs
