@@ -14,6 +14,7 @@ deleted, killing anything that still ran inside (reported: it is a bug).
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import signal
 import subprocess
@@ -81,8 +82,6 @@ class Layout:
 
 def preflight() -> str | None:
     """The first thing missing for the demo, as one line; None if all is there."""
-    import os
-
     if os.geteuid() != 0:
         return "run as root: the demo creates a network namespace and OVS bridges"
     for tool in TOOLS:
@@ -186,7 +185,7 @@ def _watch(layout: Layout, ns: services.Netns, sup: services.Proc, t0: float) ->
                       f"{time.monotonic() - t0:.1f} s after start", file=sys.stderr, flush=True)
         try:
             sup.popen.wait(1.0)
-        except Exception:  # noqa: S110 - TimeoutExpired: poll again
+        except subprocess.TimeoutExpired:
             pass
     return sup.popen.returncode
 
