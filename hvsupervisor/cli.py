@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from hvsupervisor import paths
@@ -94,6 +95,9 @@ def run_dir(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # ovs.poller imports eventlet when it is installed (it is, beside neutron),
+    # and eventlet warns about its own deprecation on import: noise for us.
+    warnings.filterwarnings("ignore", message=".*[Ee]ventlet.*")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,5 +1,12 @@
 """Readiness probes for ``ready = tcp:HOST:PORT`` and ``unix:PATH`` agents.
 
+A unix socket is checked without connecting: /proc/net/unix says whether a
+socket bound at the path is listening (__SO_ACCEPTCON), which is exactly
+"would accept". Connecting and closing at once would be read by the agent as
+a request: neutron-metadata-agent logs an ERROR traceback ("Bad HTTP request
+line") for every such probe. /proc/net/unix is per network namespace, and the
+agent is our child in ours.
+
 Upstream daemons' own READY=1 means "launched", not "serving", and several
 send nothing (DESIGN.md section 2). For an agent that serves a socket, the
 socket accepting a connection is the truth. The probe polls only while the
@@ -14,15 +21,31 @@ import socket
 
 from hvsupervisor.config.settings import ReadyRule
 
+SO_ACCEPTCON = 0x10000  # the "Flags" column of /proc/net/unix for a listening socket
+
+
+def unix_listening(path: str, table: str = "/proc/net/unix") -> bool:
+    """True if a socket bound at ``path`` is listening (no connection made)."""
+    try:
+        with open(table) as fh:
+            next(fh, None)  # header
+            for line in fh:
+                fields = line.split(None, 7)
+                if len(fields) == 8 and fields[7].rstrip("\n") == path:
+                    if int(fields[3], 16) & SO_ACCEPTCON:
+                        return True
+    except OSError:
+        return False
+    return False
+
 
 async def _accepts(rule: ReadyRule) -> bool:
+    if rule.kind == "unix":
+        assert rule.path is not None
+        return unix_listening(rule.path)
     try:
-        if rule.kind == "tcp":
-            assert rule.host is not None and rule.port is not None
-            _reader, writer = await asyncio.open_connection(rule.host, rule.port)
-        else:
-            assert rule.path is not None
-            _reader, writer = await asyncio.open_unix_connection(rule.path)
+        assert rule.host is not None and rule.port is not None
+        _reader, writer = await asyncio.open_connection(rule.host, rule.port)
     except (OSError, socket.gaierror):
         return False
     writer.close()

@@ -13,10 +13,12 @@ import errno
 import fcntl
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from oslo_log import log as oslo_log
 
+from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import Settings
 
@@ -24,8 +26,21 @@ LOCK_NAME = "hvsupervisor.pid"  # the pidfile is also the single-instance lock
 CONTROL_NAME = "control.sock"
 
 
+SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with its NUL
+
+
 class AlreadyRunning(Exception):
     pass
+
+
+def socket_path_problem(run_dir: Path, agents: Iterable[str]) -> str | None:
+    """Why the run dir cannot hold our unix sockets (too long a path), or None."""
+    paths = [run_dir / CONTROL_NAME] + [run_dir / "notify" / f"{a}.sock" for a in agents]
+    longest = max(paths, key=lambda p: len(str(p).encode()))
+    if len(str(longest).encode()) > SUN_PATH_MAX:
+        return (f"run_dir {run_dir} is too long a path: the unix socket {longest} exceeds "
+                f"{SUN_PATH_MAX} bytes; choose a shorter run_dir (--run-dir)")
+    return None
 
 
 def make_dirs(settings: Settings) -> None:
@@ -77,6 +92,9 @@ def run(settings: Settings, daemonize: bool = False) -> int:
 
     plans = build_plans(settings)  # ConfigError -> exit 78 before anything starts
     gate_settings(settings, plans)  # likewise for what the host gates read
+    problem = socket_path_problem(settings.run_dir, plans)
+    if problem:
+        raise ConfigError(problem)
     make_dirs(settings)
     try:
         lock_fd = take_lock(settings.run_dir)

@@ -28,12 +28,12 @@ from hvsupervisor.config.errors import EX_CONFIG, ConfigError
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings
 from hvsupervisor.demo import database, profile, services
+from hvsupervisor.opts import SIX_AGENTS
 
 HOST = "hvsup-demo"
 RABBIT_PORT = 5672  # inside the demo's own netns: no clash with the host's
 AGENT_COUNT_TIMEOUT = 300.0
 SUPERVISOR_STOP_TIMEOUT = 120.0  # above the catalog's longest stop_timeout + dataplane
-SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with its NUL
 TOOLS = ("ip", "ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "epmd")
 
 
@@ -220,11 +220,9 @@ def run(demo_dir: Path, defaults_dir: Path | None = None) -> int:
         return 1
     t0 = time.monotonic()
     layout = Layout(demo_dir.resolve())
-    longest = layout.run / "notify" / "neutron-openvswitch-agent.sock"
-    if len(str(longest).encode()) > SUN_PATH_MAX:
-        print(f"hvsupervisor demo: {layout.root} is too long a path: the unix sockets under "
-              f"it (e.g. {longest}) exceed {SUN_PATH_MAX} bytes; pick a shorter "
-              f"HVSUP_DEMO_DIR", file=sys.stderr)
+    problem = run_cmd.socket_path_problem(layout.run, SIX_AGENTS)
+    if problem:
+        print(f"hvsupervisor demo: {problem}; pick a shorter HVSUP_DEMO_DIR", file=sys.stderr)
         return 1
     layout.root.mkdir(mode=0o750, parents=True, exist_ok=True)
     try:  # before prepare(): it clears the run-time dirs a running demo uses

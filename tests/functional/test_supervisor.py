@@ -295,3 +295,12 @@ def test_daemon_mode_detaches_with_pidfile(node, tmp_path):
     agent_pid = read_pid(tmp_path / "a.pid")
     os.kill(pid, signal.SIGTERM)
     wait_until(lambda: not pid_alive(pid) and not pid_alive(agent_pid), 15, "daemon stop")
+
+
+def test_run_dir_too_long_for_sockets_is_a_config_error(node):
+    node.agent("a", standin(), ready="alive:0.1")
+    node.write_catalog()
+    long_run = "/tmp/" + "r" * 110
+    cp = node.hv("--run-dir", long_run, "run", timeout=30)
+    assert cp.returncode == 78
+    assert "too long a path" in cp.stderr and "Traceback" not in cp.stderr
