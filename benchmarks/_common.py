@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import xmlrpc.client
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +47,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from hvsupervisor.waiting import wait_until  # noqa: E402  (after the path fix)
 
 # ---------------------------------------------------------------- output
 
@@ -76,18 +77,6 @@ def summary_ms(values_ns: Sequence[int]) -> dict:
     return {"n": len(ms), "median_ms": round(statistics.median(ms), 3),
             "p95_ms": round(pct(ms, 95), 3), "min_ms": round(min(ms), 3),
             "max_ms": round(max(ms), 3)}
-
-
-def wait_until(pred: Callable[[], object], timeout: float, what: str,
-               interval: float = 0.01) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 # ------------------------------------------------------------------ /proc

@@ -3,27 +3,10 @@
 from __future__ import annotations
 
 import os
-import time
 
+from hvsupervisor.waiting import WaitTimeout, wait_until
 
-class WaitTimeout(AssertionError, TimeoutError):
-    """A test failure (AssertionError) that fixtures can catch as TimeoutError to skip."""
-
-
-def wait_until(predicate, timeout: float = 5.0, what: str = "", interval: float = 0.01):
-    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout``.
-
-    Waiting on the observable condition itself, never a fixed sleep.
-    Returns the predicate's value.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what or 'condition'}")
-        time.sleep(interval)
+__all__ = ["WaitTimeout", "kill_quietly", "pid_alive", "read_pid", "wait_until"]
 
 
 def pid_alive(pid: int) -> bool:

@@ -16,31 +16,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from hvsupervisor.process import child_env
+from hvsupervisor.waiting import wait_until
 
 RABBIT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def wait_until(pred: Callable[[], object], timeout: float, what: str,
-               interval: float = 0.2) -> object:
-    """Poll ``pred`` until truthy; TimeoutError naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def scrubbed_env(extra: Mapping[str, str] = (), bindir: Path | None = None) -> dict[str, str]:

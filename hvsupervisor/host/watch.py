@@ -35,6 +35,7 @@ class RetryingGate(Gate):
         self._on_change: OnChange | None = None
         self._task: asyncio.Task[None] | None = None
         self._reported = False
+        self.retry_delay = 0.0  # the current wait between attempts while shut
 
     @property
     def status(self) -> GateStatus:
@@ -96,6 +97,7 @@ class RetryingGate(Gate):
                 continue
             await self._disconnect()
             delay = next_delay(delay, self._initial, self._cap)
+            self.retry_delay = delay
             await asyncio.sleep(delay)
 
     @abc.abstractmethod

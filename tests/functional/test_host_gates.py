@@ -19,6 +19,7 @@ from hvsupervisor.host.libvirt import LibvirtGate
 from hvsupervisor.host.ovsdb import OvsdbGate
 from tests.fixtures.ovs import unique_bridge
 from tests.hostwait import GateRunner
+from tests.util import wait_until
 
 pytestmark = pytest.mark.functional
 
@@ -49,12 +50,13 @@ def run_gate():
 
 def test_ovsdb_gate_waits_for_server_and_reopens_quickly(ovs_server, run_gate):
     ovs_server.stop()
-    runner = run_gate(OvsdbGate(ovs_server.remote, []))
+    gate = OvsdbGate(ovs_server.remote, [])
+    runner = run_gate(gate)
     _, st = runner.wait_for(is_shut, 5)
     assert st.reason == f"ovsdb {ovs_server.remote}: no such file or directory"
 
-    # Let the backoff reach its cap, as after a long outage.
-    time.sleep(1.0)  # not synchronisation: ages the backoff to its 0.5 s cap
+    # Measure the worst case: the backoff at its 0.5 s cap, as after a long outage.
+    wait_until(lambda: gate.retry_delay >= 0.5, 5, "the retry backoff at its cap")
     mark = runner.mark()
     ovs_server.start(init=False)
     up = time.monotonic()
