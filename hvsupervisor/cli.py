@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, default=None,
                    help="the demo directory (default: $HVSUP_DEMO_DIR, else ./.demo)")
 
+    p = sub.add_parser("install-units", help="copy the systemd units (and drop-ins naming this "
+                       "install's hvsupervisor), tmpfiles.d and logrotate snippets")
+    p.add_argument("--root", default="/", help="install under this root (default /)")
+
     p = sub.add_parser("check", help="run every gate and preflight once; exit 1 on a failure")
     p.add_argument("--format", choices=["table", "json"], default="table")
 
@@ -125,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
 
             demo_dir = args.dir or Path(os.environ.get("HVSUP_DEMO_DIR") or ".demo")
             return node.run(demo_dir, args.defaults_dir)
+        if args.verb == "install-units":
+            from hvsupervisor import install_units
+
+            return install_units.run(args.root)
         if args.verb == "check":
             from hvsupervisor import check_cmd
 

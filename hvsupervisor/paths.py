@@ -34,6 +34,16 @@ def defaults_dir() -> Path:
     return _candidates()[0]
 
 
+def units_dir() -> Path:
+    """The shipped systemd units: ``units/`` of a checkout, or the data_files copy."""
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "units", Path(sys.prefix) / "share" / "hvsupervisor" / "units",
+                 Path("/usr/share/hvsupervisor/units")):
+        if (cand / "hvsupervisor.service").is_file():
+            return cand
+    return here.parent / "units"
+
+
 def bindir() -> Path:
     """The directory of the running interpreter: a venv install finds its own daemons."""
     return Path(os.path.dirname(sys.executable))

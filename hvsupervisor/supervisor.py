@@ -64,6 +64,11 @@ RUNNING = {State.STARTING, State.READY, State.STOPPING}
 DATAPLANE_STOP_TIMEOUT = 5.0
 
 
+class ShuttingDown(Exception):
+    """An operator verb arrived while the supervisor stops: it would start processes
+    that nothing would stop."""
+
+
 @dataclass
 class Agent:
     """One agent's I/O-side state next to its pure lifecycle."""
@@ -445,6 +450,8 @@ class Supervisor:
         """Operator verbs for one agent: start, stop, restart (KeyError if unknown)."""
         if name not in self.agents:
             raise KeyError(name)
+        if self._shutting_down and verb != "stop":
+            raise ShuttingDown(f"not {verb}ing {name}: the supervisor is stopping")
         event = {"start": StartRequested(), "stop": StopRequested(),
                  "restart": RestartRequested()}[verb]
         LOG.info("event=%s-requested agent=%s", verb, name)
@@ -453,6 +460,8 @@ class Supervisor:
 
     async def reload(self) -> dict:
         """Re-resolve every plan; restart only what changed; all or nothing."""
+        if self._shutting_down:
+            return {"ok": False, "error": "the supervisor is stopping; reload refused"}
         async with self._reload_lock:
             self.notifier.reloading()
             error = None

@@ -14,6 +14,8 @@ import logging
 import os
 from pathlib import Path
 
+from hvsupervisor.supervisor import ShuttingDown
+
 LOG = logging.getLogger("hvsupervisor.control")
 
 MAX_REQUEST = 64 * 1024
@@ -77,7 +79,10 @@ class ControlServer:
                 known = ", ".join(sup.agents)
                 return {"ok": False, "error": f"unknown agent {', '.join(unknown) or '(none)'} "
                                               f"(known: {known})"}
-            for name in names:
-                sup.request(name, cmd)
+            try:
+                for name in names:
+                    sup.request(name, cmd)
+            except ShuttingDown as exc:
+                return {"ok": False, "error": str(exc)}
             return {"ok": True, "agents": names}
         return {"ok": False, "error": f"unknown command {cmd!r}"}

@@ -1,0 +1,66 @@
+"""``hvsupervisor install-units``: put the shipped units where systemd reads them.
+
+A pip or venv install leaves the units under ``<prefix>/share/hvsupervisor``
+and its console script outside /usr/bin, which the units name. This copies
+the units, the tmpfiles.d and logrotate snippets, and, when the running
+``hvsupervisor`` is not /usr/bin/hvsupervisor, writes drop-ins pointing the
+units at it (the units themselves stay pristine, as systemd expects).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from hvsupervisor import paths
+
+PACKAGED = "/usr/bin/hvsupervisor"
+DROPIN = "50-hvsupervisor-path.conf"
+
+
+def _dropins(exe: str) -> dict[str, str]:
+    head = "# Written by `hvsupervisor install-units`: this install's hvsupervisor.\n[Service]\n"
+    return {
+        "hvsupervisor.service": head + f"ExecStart=\nExecStart={exe} run\n"
+                                       f"ExecReload=\nExecReload={exe} reload\n",
+        "hvsupervisor-cleanup.service": head + f"ExecStart=\nExecStart={exe} cleanup ovs\n"
+                                               f"ExecStart={exe} cleanup netns\n",
+    }
+
+
+def install(root: Path, exe: str | None = None) -> list[Path]:
+    """Install under ``root`` (``/`` for the host); return the files written."""
+    units = paths.units_dir()
+    exe = exe or str(paths.bindir() / "hvsupervisor")
+    written: list[Path] = []
+
+    def put(src: Path, dest: Path, mode: int = 0o644) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        dest.chmod(mode)
+        written.append(dest)
+
+    system = root / "etc/systemd/system"
+    for unit in ("hvsupervisor.service", "hvsupervisor-cleanup.service"):
+        put(units / unit, system / unit)
+    put(units / "tmpfiles.d/hvsupervisor.conf", root / "etc/tmpfiles.d/hvsupervisor.conf")
+    put(units / "logrotate.d/hvsupervisor", root / "etc/logrotate.d/hvsupervisor")
+    for unit, text in _dropins(exe).items():
+        dest = system / f"{unit}.d" / DROPIN
+        if exe == PACKAGED:
+            dest.unlink(missing_ok=True)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(text)
+        dest.chmod(0o644)
+        written.append(dest)
+    return written
+
+
+def run(root: str) -> int:
+    for path in install(Path(root)):
+        print(f"installed {path}")
+    print("next: systemctl daemon-reload && systemd-tmpfiles --create hvsupervisor.conf && "
+          "systemctl enable --now hvsupervisor-cleanup hvsupervisor", file=sys.stderr)
+    return 0
