@@ -304,3 +304,15 @@ def test_run_dir_too_long_for_sockets_is_a_config_error(node):
     cp = node.hv("--run-dir", long_run, "run", timeout=30)
     assert cp.returncode == 78
     assert "too long a path" in cp.stderr and "Traceback" not in cp.stderr
+
+
+def test_no_restart_or_reload_while_stopping(node, tmp_path):
+    node.agent("stubborn", standin("--ignore-sigterm"), ready="alive:0.1", stop_timeout="3")
+    node.start()
+    node.proc.send_signal(signal.SIGTERM)
+    node.wait_agent("stubborn", lambda a: a["state"] == "stopping")
+    cp = node.hv("restart", "stubborn")
+    assert cp.returncode == 1 and "the supervisor is stopping" in cp.stderr
+    cp = node.hv("reload")
+    assert cp.returncode == 1 and "stopping" in cp.stderr
+    assert node.proc.wait(30) == 0
