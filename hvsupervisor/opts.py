@@ -136,7 +136,9 @@ agent_opts = [
         "ready",
         default="alive:5",
         help="When the agent counts as ready: notify (READY=1 from its main pid on its "
-        "own notify socket) | alive:SECONDS | tcp:HOST:PORT | unix:PATH.",
+        "own notify socket) | alive:SECONDS | tcp:HOST:PORT | unix:PATH (listening) | "
+        "ovsdb-bridge:NAME (the bridge is in the node's ovsdb and its OpenFlow controller, "
+        "if any, is connected: the neutron OVS agent's own).",
     ),
     cfg.FloatOpt(
         "stop_timeout",

@@ -56,6 +56,20 @@ async def _accepts(rule: ReadyRule) -> bool:
     return True
 
 
+async def wait_bridge(remote: str, bridge: str, first: float = 0.1, cap: float = 1.0) -> None:
+    """Return once ``bridge`` is in ovsdb with its OpenFlow controller connected.
+
+    ``ready = ovsdb-bridge:br-int`` for the neutron OVS agent, which sends no
+    READY=1 (host/ovsdb.py: bridge_ready says why this is the right signal).
+    """
+    from hvsupervisor.host.ovsdb import bridge_ready
+
+    delay = first
+    while not (await bridge_ready(remote, bridge))[0]:
+        await asyncio.sleep(delay)
+        delay = min(cap, delay * 1.5)
+
+
 async def wait_accepting(rule: ReadyRule, first: float = 0.05, cap: float = 1.0) -> None:
     """Return once the rule's socket accepts a connection (cancel to give up)."""
     delay = first

@@ -53,7 +53,7 @@ from hvsupervisor.lifecycle import (
     TimerFired,
 )
 from hvsupervisor.policy import RestartPolicy
-from hvsupervisor.readiness import wait_accepting
+from hvsupervisor.readiness import wait_accepting, wait_bridge
 from hvsupervisor.status import AgentSnapshot, summary_line
 from hvsupervisor.systemd import journal
 from hvsupervisor.systemd.notify import NotifyListener, SystemdNotifier
@@ -361,14 +361,19 @@ class Supervisor:
         LOG.info("event=spawn agent=%s pid=%d digest=%s", agent.name, pid,
                  agent.plan.digest[:12])
         self._post(agent.name, Spawned(pid))
-        if agent.plan.ready.kind in ("tcp", "unix"):
+        if agent.plan.ready.kind in ("tcp", "unix", "ovsdb-bridge"):
             agent.probe = asyncio.ensure_future(self._probe(agent.name, pid))
 
     async def _probe(self, name: str, pid: int) -> None:
         agent = self.agents.get(name)
         if agent is None:
             return
-        await wait_accepting(agent.plan.ready)
+        rule = agent.plan.ready
+        if rule.kind == "ovsdb-bridge":
+            assert rule.bridge is not None
+            await wait_bridge(self._ovsdb_remote(), rule.bridge)
+        else:
+            await wait_accepting(rule)
         agent.probe = None
         self._post(name, BecameReady(pid))
         self._drain()
@@ -522,6 +527,15 @@ class Supervisor:
         self._refresh_conditions()
         self._drain()
         return {"restarted": restarted, "started": started, "stopped": stopped}
+
+    def _ovsdb_remote(self) -> str:
+        """The ovsdb the node's agents use: the ovsdb gate's, else neutron's default."""
+        ovsdb = getattr(self._gate_key, "ovsdb", None)
+        if ovsdb:
+            return ovsdb[0]
+        from hvsupervisor.host.ovsdb import DEFAULT_REMOTE
+
+        return DEFAULT_REMOTE
 
     async def _replace_gates(self, key: object, gates: dict) -> None:
         old, self.gates, self._gate_key = self.gates, gates, key

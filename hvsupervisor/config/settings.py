@@ -33,10 +33,11 @@ class ReadyRule:
     host: str | None = None
     port: int | None = None
     path: str | None = None
+    bridge: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> ReadyRule:
-        """Parse ``notify | alive:SECONDS | tcp:HOST:PORT | unix:PATH``; ValueError if bad."""
+        """Parse ``notify | alive:SECONDS | tcp:HOST:PORT | unix:PATH | ovsdb-bridge:NAME``."""
         kind, _, rest = text.strip().partition(":")
         if kind == "notify" and not rest:
             return cls("notify")
@@ -52,7 +53,10 @@ class ReadyRule:
             return cls("tcp", host=host.strip("[]"), port=int(port))
         if kind == "unix" and rest:
             return cls("unix", path=rest)
-        raise ValueError("expected notify, alive:SECONDS, tcp:HOST:PORT or unix:PATH")
+        if kind == "ovsdb-bridge" and rest:
+            return cls("ovsdb-bridge", bridge=rest)
+        raise ValueError("expected notify, alive:SECONDS, tcp:HOST:PORT, unix:PATH or "
+                         "ovsdb-bridge:NAME")
 
     def __str__(self) -> str:
         if self.kind == "alive":
@@ -61,6 +65,8 @@ class ReadyRule:
             return f"tcp:{self.host}:{self.port}"
         if self.kind == "unix":
             return f"unix:{self.path}"
+        if self.kind == "ovsdb-bridge":
+            return f"ovsdb-bridge:{self.bridge}"
         return self.kind
 
 

@@ -44,9 +44,10 @@ DEFAULT_INTEGRATION_BRIDGE = "br-int"
 # Only what the gate reads or writes is replicated.
 _COLUMNS = {
     "Open_vSwitch": ["bridges"],
-    "Bridge": ["name", "datapath_type", "ports"],
+    "Bridge": ["name", "datapath_type", "ports", "controller"],
     "Port": ["name", "interfaces"],
     "Interface": ["name", "type"],
+    "Controller": ["target", "is_connected"],
 }
 
 
@@ -360,6 +361,19 @@ class OvsdbGate(RetryingGate):
         if idl is not None:
             idl.close()
 
+    def _bridge_ready(self, bridge: str) -> tuple[bool, str]:
+        row = next((r for r in self._idl.tables["Bridge"].rows.values() if r.name == bridge),
+                   None)
+        if row is None:
+            return False, f"bridge {bridge} not in ovsdb yet"
+        controllers = list(row.controller)
+        if not controllers:
+            return True, f"bridge {bridge} exists"
+        if any(c.is_connected for c in controllers):
+            return True, f"bridge {bridge}: OpenFlow controller connected"
+        targets = ", ".join(sorted(c.target for c in controllers))
+        return False, f"bridge {bridge}: controller {targets} not connected"
+
     # -- one-shot ---------------------------------------------------------
     def probe(self) -> GateStatus:
         """Connect, read the bridges, disconnect. Never creates anything."""
@@ -379,3 +393,22 @@ class OvsdbGate(RetryingGate):
         finally:
             await self._disconnect()
 
+
+
+async def bridge_ready(remote: str, bridge: str, connect_timeout: float = 5.0) -> tuple[bool, str]:
+    """Is ``bridge`` in ovsdb with its OpenFlow controller (if it has one) connected?
+
+    That is when the neutron OVS agent is really up: it creates the
+    integration bridge and points it at its own OpenFlow controller, to which
+    ovs-vswitchd connects (Controller.is_connected) once the agent listens. A
+    bridge left over from an earlier run has its controller disconnected
+    until the new agent listens, so a restart is not mistaken for ready.
+    """
+    probe = OvsdbGate(remote, [], connect_timeout=connect_timeout)
+    try:
+        status = await probe._connect()
+        if not status.open:
+            return False, status.reason
+        return probe._bridge_ready(bridge)
+    finally:
+        await probe._disconnect()

@@ -121,3 +121,26 @@ def test_table_form(node):
     cp = node.hv("check")
     assert "CHECK" in cp.stdout and "config" in cp.stdout
     json_out(node.hv("config", "validate", "--format", "json"))
+
+
+def test_ovsdb_bridge_readiness_waits_for_bridge_and_controller(node, ovs_switch):
+    br = unique_bridge()
+    _ovs_agent(node, ovs_switch, ready=f"ovsdb-bridge:{br}")
+    node.start(wait_ready=False)
+    agent = node.wait_agent("ovs-agent", lambda a: a["state"] == "starting")
+    assert not agent["ready"]
+    # The "agent" creates its bridge (with no controller yet): that is ready.
+    ovs_switch.vsctl("add-br", br, "--", "set", "bridge", br, "datapath_type=netdev")
+    node.wait_agent("ovs-agent", lambda a: a["ready"], timeout=10)
+    node.wait_ready_message()
+    # A controller nobody serves: after a restart the agent is not ready, because
+    # vswitchd reports the controller not connected (a leftover bridge is not enough).
+    ovs_switch.vsctl("set-controller", br, "tcp:127.0.0.1:9")
+    wait_until(lambda: "false" in ovs_switch.vsctl("--columns=is_connected", "list",
+                                                   "controller"), 10, "controller row")
+    old = node.agent_status("ovs-agent")["pid"]
+    assert node.hv("restart", "ovs-agent").returncode == 0
+    agent = node.wait_agent("ovs-agent", lambda a: a["pid"] not in (None, old))
+    assert agent["state"] == "starting" and not agent["ready"]
+    ovs_switch.vsctl("del-controller", br)
+    node.wait_agent("ovs-agent", lambda a: a["ready"], timeout=10)
