@@ -6,7 +6,8 @@ import os
 
 from hvsupervisor.waiting import WaitTimeout, wait_until
 
-__all__ = ["WaitTimeout", "kill_quietly", "pid_alive", "read_pid", "wait_until"]
+__all__ = ["WaitTimeout", "kill_and_reap", "kill_quietly", "pid_alive", "read_pid",
+           "wait_until"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -34,3 +35,13 @@ def kill_quietly(pid: int, sig: int = 9) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def kill_and_reap(pids) -> None:
+    """SIGKILL and reap our own children (teardown of a test that spawned them)."""
+    for pid in pids:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass

@@ -21,7 +21,7 @@ import pytest
 from hvsupervisor.process import Reaper, SpawnError, child_env, describe_exit, spawn
 from hvsupervisor.systemd.journal import journal_available, journal_stream, log_file_fd
 from hvsupervisor.systemd.notify import NotifyListener, SystemdNotifier
-from tests.util import wait_until
+from tests.util import kill_and_reap, wait_until
 
 pytestmark = pytest.mark.functional
 
@@ -53,12 +53,7 @@ def kill_after():
     """Pids to SIGKILL and reap at teardown if a test failed half way."""
     pids: list[int] = []
     yield pids
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+    kill_and_reap(pids)
 
 
 def test_child_sees_scrubbed_env(tmp_path, devnull, kill_after):

@@ -11,7 +11,7 @@ import pytest
 from hvsupervisor.process import spawn
 from hvsupervisor.systemd.journal import log_file_fd
 from tests.functional.test_process_io import PY, STANDIN, reap_blocking, wait_until
-from tests.util import WaitTimeout
+from tests.util import WaitTimeout, kill_and_reap
 
 pytestmark = pytest.mark.functional
 
@@ -33,12 +33,7 @@ def run(tmp_path):
 
     start.out = out  # type: ignore[attr-defined]
     yield start
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+    kill_and_reap(pids)
 
 
 def output(run) -> str:

@@ -1,15 +1,9 @@
 """The STATUS= line: exact strings, ASCII only, bounded length."""
 
+from hvsupervisor.opts import SIX_AGENTS
 from hvsupervisor.status import MAX_LEN, AgentSnapshot, ascii_clean, summary_line
 
-NAMES = [
-    "nova-compute",
-    "nova-api-metadata",
-    "neutron-openvswitch-agent",
-    "neutron-dhcp-agent",
-    "neutron-l3-agent",
-    "neutron-metadata-agent",
-]
+NAMES = SIX_AGENTS
 
 
 def ready(name, **kw):
