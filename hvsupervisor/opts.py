@@ -146,6 +146,13 @@ agent_opts = [
         min=0,
         help="Seconds between SIGTERM and SIGKILL when stopping the agent.",
     ),
+    cfg.ListOpt(
+        "directories",
+        default=[],
+        help="Directories the agent needs but does not create itself, made (mode 0711, "
+        "so libvirt's qemu can reach instance disks) before each start: nova creates "
+        "neither its state_path nor its instances_path. Substitutions as in command.",
+    ),
     cfg.DictOpt(
         "environment",
         default={},

@@ -45,7 +45,9 @@ def socket_path_problem(run_dir: Path, agents: Iterable[str]) -> str | None:
 
 def make_dirs(settings: Settings) -> None:
     """Create our directories, never world-accessible."""
-    for path, mode in ((settings.state_dir, 0o750), (settings.log_dir, 0o750),
+    # state_dir 0711: traversable (qemu as libvirt-qemu reaches instance disks
+    # below it), not listable.
+    for path, mode in ((settings.state_dir, 0o711), (settings.log_dir, 0o750),
                        (settings.run_dir, 0o750)):
         path.mkdir(mode=mode, parents=True, exist_ok=True)
 

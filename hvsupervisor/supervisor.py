@@ -62,6 +62,9 @@ LOG = logging.getLogger("hvsupervisor.supervisor")
 
 RUNNING = {State.STARTING, State.READY, State.STOPPING}
 DATAPLANE_STOP_TIMEOUT = 5.0
+# Traverse-only for others: qemu runs as libvirt-qemu and must reach instance
+# disks under {state_dir}/nova/instances; nobody else may list them.
+AGENT_DIR_MODE = 0o711
 
 
 class ShuttingDown(Exception):
@@ -340,6 +343,12 @@ class Supervisor:
         return fd, os.dup(fd)
 
     def _spawn(self, agent: Agent) -> None:
+        for directory in agent.plan.directories:
+            try:
+                os.makedirs(directory, mode=AGENT_DIR_MODE, exist_ok=True)
+            except OSError as exc:
+                self._post(agent.name, SpawnFailed(f"cannot create {directory}: {exc.strerror}"))
+                return
         env = process.child_env(os.environ, agent.plan.env)
         if agent.listener is not None:
             env["NOTIFY_SOCKET"] = agent.listener.path

@@ -46,6 +46,9 @@ class Plan:
     after: tuple[str, ...] = ()
     host_gates: tuple[str, ...] = ()
     stop_timeout: float = 30.0
+    # Made before each start; not in the digest: creating a directory changes
+    # nothing the running daemon sees.
+    directories: tuple[str, ...] = ()
     parsed: tuple[ParsedFile, ...] = field(default=(), compare=False, repr=False)
 
     def to_json(self) -> dict:
@@ -158,6 +161,8 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         after=spec.after,
         host_gates=spec.host_gates,
         stop_timeout=spec.stop_timeout,
+        directories=tuple(_substitute(d, values, spec.name, "directories")
+                          for d in spec.directories),
         parsed=tuple(parsed),
     )
 

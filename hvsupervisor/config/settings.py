@@ -83,6 +83,7 @@ class AgentSpec:
     ready: str
     stop_timeout: float
     environment: tuple[tuple[str, str], ...]
+    directories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ def _agent(conf: cfg.ConfigOpts, loc: _Locator, section: str) -> AgentSpec:
         ready=ready,
         stop_timeout=_get(conf, loc, section, "stop_timeout"),
         environment=tuple(sorted(env.items())),
+        directories=tuple(_get(conf, loc, section, "directories")),
     )
 
 

@@ -53,13 +53,10 @@ def _make_node(cp, libvirtd, root: Path) -> LibvirtNode:
 
     node = LibvirtNode(root=root, override=root / "override", state_dir=root / "state",
                 log_dir=root / "log", run_dir=root / "run")
-    # nova creates neither its state_path ({state_dir}/nova, from the catalog's
-    # environment) nor instances_path ($state_path/instances): without the first
-    # the first start cannot write compute_id (CRITICAL, and the process hangs
-    # on instead of exiting); without the second the resource tracker fails
-    # (statvfs) and no resource provider appears. hvsupervisor creates only
-    # state_dir itself, so the node's installer must create both.
-    for d in (node.state_dir / "nova" / "instances", node.log_dir, node.run_dir):
+    # nova creates neither its state_path ({state_dir}/nova) nor instances_path
+    # ($state_path/instances); the shipped catalog's `directories` has the
+    # supervisor make both before each start (checked below, after the start).
+    for d in (node.log_dir, node.run_dir):
         d.mkdir(parents=True, exist_ok=True)
     # The site snippet of the fake-driver node (bus, DBs, Placement), then ours on top.
     cpmod.node_snippets(cp, node.override)
@@ -146,6 +143,9 @@ def test_libvirt_compute_is_up_and_has_a_resource_provider(upstream_controlplane
     t_rp = time.time() - started
     uuid_file = node.state_dir / "nova" / "compute_id"
     assert uuid_file.read_text().strip() == rps[0]["uuid"]
+    # Made by the supervisor from the catalog's `directories`, traversable by qemu.
+    instances = node.state_dir / "nova" / "instances"
+    assert instances.is_dir() and instances.stat().st_mode & 0o777 == 0o711
     # Up in nova before the supervisor's own readiness (ready = alive:10) fires.
     wait_until(lambda: node.status()["nova-compute"]["ready"], 60, "nova-compute ready")
     out = (node.root / "hvsupervisor.out").read_text(errors="replace")

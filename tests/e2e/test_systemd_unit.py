@@ -203,7 +203,7 @@ def test_shipped_unit_starts_with_deps_cleanup_and_dirs(systemd_container: Conta
             assert int(c.show(dep, "ActiveEnterTimestampMonotonic")) <= started, dep
     modes = {
         "/run/hvsupervisor": 0o750,
-        "/var/lib/hvsupervisor": 0o700,
+        "/var/lib/hvsupervisor": 0o711,
         "/var/log/hvsupervisor": 0o750,
     }
     for path, mode in modes.items():

@@ -316,3 +316,12 @@ def test_no_restart_or_reload_while_stopping(node, tmp_path):
     cp = node.hv("reload")
     assert cp.returncode == 1 and "stopping" in cp.stderr
     assert node.proc.wait(30) == 0
+
+
+def test_agent_directories_made_before_start(node, tmp_path):
+    target = tmp_path / "state" / "nova" / "instances"
+    node.agent("a", standin("--pidfile", str(target / "a.pid")), ready="alive:0.1",
+               directories="{state_dir}/nova,{state_dir}/nova/instances")
+    node.start()
+    assert read_pid(target / "a.pid")  # the agent could write into it
+    assert target.stat().st_mode & 0o777 == 0o711

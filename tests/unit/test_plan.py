@@ -66,3 +66,12 @@ def test_ready_rule_substituted(layout):
     s = layout.settings()
     plan = build_plan(s, s.agents["beta"])
     assert (plan.ready.kind, plan.ready.path) == ("unix", f"{layout.root}/run/b.sock")
+
+
+def test_directories_substituted_and_outside_the_digest(layout):
+    before = build_plans(layout.settings())["beta"].digest
+    cat = layout.defaults / "hvsupervisor.conf"
+    cat.write_text(cat.read_text() + "directories = {state_dir}/beta,{state_dir}/beta/x\n")
+    plan = build_plans(layout.settings())["beta"]
+    assert plan.directories == (f"{layout.root}/state/beta", f"{layout.root}/state/beta/x")
+    assert plan.digest == before  # making a directory changes nothing the daemon reads

@@ -196,7 +196,7 @@ def test_service_dependencies_are_soft():
 
 def test_service_directories_and_modes():
     u = parse_unit(SERVICE)
-    for key, mode in (("Runtime", "0750"), ("State", "0700"), ("Logs", "0750")):
+    for key, mode in (("Runtime", "0750"), ("State", "0711"), ("Logs", "0750")):
         assert one(u, "Service", f"{key}Directory") == "hvsupervisor"
         assert one(u, "Service", f"{key}DirectoryMode") == mode
 
@@ -237,7 +237,7 @@ def test_tmpfiles_match_the_unit_directories():
     entries = {path: (typ, mode, user) for typ, path, mode, user, *_ in lines}
     assert entries == {
         "/run/hvsupervisor": ("d", "0750", "root"),
-        "/var/lib/hvsupervisor": ("d", "0700", "root"),
+        "/var/lib/hvsupervisor": ("d", "0711", "root"),
         "/var/log/hvsupervisor": ("d", "0750", "root"),
     }
 
