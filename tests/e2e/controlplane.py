@@ -15,6 +15,7 @@ schema built from neutron's models then ``neutron-db-manage stamp heads``.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -41,6 +42,11 @@ NODE_HOST = "e2e-node"
 def wait_until(pred: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
     """tests.util.wait_until, polling gently: many probes here spawn processes."""
     return util.wait_until(pred, timeout, what, interval)
+
+
+def utc(ts: str) -> float:
+    """A naive UTC timestamp from nova's DB as epoch seconds."""
+    return datetime.datetime.fromisoformat(ts).replace(tzinfo=datetime.UTC).timestamp()
 
 
 def scrubbed_env(extra: Mapping[str, str] = ()) -> dict[str, str]:
@@ -117,6 +123,16 @@ class ControlPlane:
             rows = db.execute("select host, binary, disabled, updated_at, created_at "
                               "from services where deleted = 0").fetchall()
         return [dict(r) for r in rows]
+
+    def compute_service_up(self, host: str, since: float) -> dict | None:
+        """nova-compute of ``host`` as nova judges it "up": a heartbeat at most 60 s
+        old, and newer than ``since`` (after a quick restart an old one still counts)."""
+        for svc in self.compute_services():
+            if svc["binary"] == "nova-compute" and svc["host"] == host:
+                beat = svc["updated_at"] or svc["created_at"]
+                if beat and utc(beat) >= since - 1 and time.time() - utc(beat) <= 60:
+                    return svc
+        return None
 
     def resource_providers(self) -> list[dict]:
         body = http_json(

@@ -15,7 +15,6 @@ and ``connection_uri`` (the private libvirtd instead of the host's).
 
 from __future__ import annotations
 
-import datetime
 import subprocess
 import time
 from collections.abc import Iterator
@@ -40,10 +39,6 @@ class LibvirtNode(Node):
     """The node, plus what `hvsupervisor status` said while libvirtd was down."""
 
     gate_held: dict = field(default_factory=dict)
-
-
-def _utc(ts: str) -> float:
-    return datetime.datetime.fromisoformat(ts).replace(tzinfo=datetime.UTC).timestamp()
 
 
 def _make_node(cp, libvirtd, root: Path) -> LibvirtNode:
@@ -123,15 +118,8 @@ def test_libvirt_compute_is_up_and_has_a_resource_provider(upstream_controlplane
     cp, node = upstream_controlplane, libvirt_node
     started = node.started["nova-compute"]
 
-    def up() -> dict | None:
-        for svc in cp.compute_services():
-            if svc["binary"] == "nova-compute" and svc["host"] == HOST:
-                beat = svc["updated_at"] or svc["created_at"]
-                if beat and _utc(beat) >= started - 1 and time.time() - _utc(beat) <= 60:
-                    return svc
-        return None
-
-    svc = wait_until(up, 180, f"{HOST} nova-compute heartbeat in the nova DB")
+    svc = wait_until(lambda: cp.compute_service_up(HOST, started), 180,
+                     f"{HOST} nova-compute heartbeat in the nova DB")
     t_up = time.time() - started
     assert svc["disabled"] == 0
     # The libvirt driver names its node after libvirtd's hostname, not [DEFAULT] host.

@@ -11,7 +11,6 @@ datapath, and the firewall is noop (all in 50-e2e.conf snippets).
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
 import socket
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from hvsupervisor.process import child_env
-from tests.e2e.controlplane import NODE_HOST, wait_until
+from tests.e2e.controlplane import NODE_HOST, utc, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -32,10 +31,6 @@ TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ +\d+ ")
 # A whole oslo.log record: timestamp, pid, level, logger, [context], text.
 # (Traceback lines carry the prefix without the [context] and may repeat.)
 RECORD = re.compile(r"^\d{4}-\d\d-\d\d \S+ +\d+ [A-Z]+ \S+ \[[^]]*\] \S")
-
-
-def _utc(ts: str) -> float:
-    return datetime.datetime.fromisoformat(ts).replace(tzinfo=datetime.UTC).timestamp()
 
 
 def test_ovs_agent_creates_br_int_and_installs_flows(upstream_controlplane, upstream_node):
@@ -56,16 +51,8 @@ def test_nova_compute_is_up_and_has_a_resource_provider(upstream_controlplane, u
     cp, node = upstream_controlplane, upstream_node
     started = node.started["nova-compute"]
 
-    def up() -> dict | None:
-        for svc in cp.compute_services():
-            if svc["binary"] == "nova-compute" and svc["host"] == NODE_HOST:
-                beat = svc["updated_at"] or svc["created_at"]
-                # nova's "up": a heartbeat at most 60 s old, and newer than our start.
-                if beat and _utc(beat) >= started - 1 and time.time() - _utc(beat) <= 60:
-                    return svc
-        return None
-
-    svc = wait_until(up, 120, "nova-compute service heartbeat in the nova DB")
+    svc = wait_until(lambda: cp.compute_service_up(NODE_HOST, started), 120,
+                     "nova-compute service heartbeat in the nova DB")
     assert svc["disabled"] == 0
     rps = wait_until(lambda: [rp for rp in cp.resource_providers()
                               if rp["name"] == NODE_HOST], 60,
@@ -155,7 +142,7 @@ def test_nova_compute_restart_keeps_its_node_identity(upstream_controlplane, ups
     def fresh_heartbeat() -> bool:
         # An old heartbeat still counts as "up": wait for one newer than the restart.
         return any(s["binary"] == "nova-compute" and s["host"] == NODE_HOST and s["updated_at"]
-                   and _utc(s["updated_at"]) > t0 for s in cp.compute_services())
+                   and utc(s["updated_at"]) > t0 for s in cp.compute_services())
 
     wait_until(fresh_heartbeat, 120, "a nova-compute heartbeat after the restart")
     assert node.agent_alive("nova-compute")
