@@ -69,7 +69,7 @@ class Layout:
 
     @property
     def control_socket(self) -> Path:
-        return self.run / "control.sock"
+        return self.run / run_cmd.CONTROL_NAME
 
     def prepare(self) -> None:
         """Fresh run-time dirs (a killed earlier run may have left sockets); keep logs/state."""
