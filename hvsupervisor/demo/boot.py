@@ -22,6 +22,9 @@ from hvsupervisor.demo.cloud import PHYSNET, ControlPlane, wait_until
 
 NETWORK = "demo-flat"
 CIDR = "10.77.0.0/24"
+# neutron with auth_strategy=noauth wants project_id in the body ("Running
+# without keystone AuthN requires that project_id is specified").
+PROJECT = "admin"
 FLAVOR = {"name": "demo.tiny", "ram": 256, "vcpus": 1, "disk": 0, "id": "77"}
 
 
@@ -94,12 +97,12 @@ def ensure_network(cp: ControlPlane) -> str:
     if isinstance(found, dict) and found.get("networks"):
         return found["networks"][0]["id"]
     status, body = cp.api("POST", cp.url(cp.neutron_port, "/v2.0/networks"), {"network": {
-        "name": NETWORK, "shared": True, "provider:network_type": "flat",
+        "name": NETWORK, "shared": True, "project_id": PROJECT, "provider:network_type": "flat",
         "provider:physical_network": PHYSNET}})
     net = _ok("create network", status, body)["network"]["id"]
     status, body = cp.api("POST", cp.url(cp.neutron_port, "/v2.0/subnets"), {"subnet": {
-        "name": f"{NETWORK}-v4", "network_id": net, "ip_version": 4, "cidr": CIDR,
-        "gateway_ip": None, "enable_dhcp": True}})
+        "name": f"{NETWORK}-v4", "network_id": net, "project_id": PROJECT, "ip_version": 4,
+        "cidr": CIDR, "gateway_ip": None, "enable_dhcp": True}})
     _ok("create subnet", status, body)
     return net
 

@@ -323,12 +323,39 @@ def _run(cp: ControlPlane, argv: Sequence[str], log: Path, timeout: float = 180)
         raise RuntimeError(f"{' '.join(map(str, argv))} failed rc={r.returncode}:\n{tail}")
 
 
-def _prepare_databases(cp: ControlPlane) -> None:
-    """nova, placement, neutron (and glance) schemas on sqlite, in parallel where possible."""
-    (cp.root / "db").mkdir(parents=True, exist_ok=True)
-    log = cp.logs / "db.log"
+def _db_stamp(cp: ControlPlane) -> str:
+    """What the databases were built by: the services' versions and ``full``."""
+    from importlib import metadata
+
+    names = ["nova", "neutron", "openstack-placement", *(["glance"] if cp.full else [])]
+    versions = []
+    for name in names:
+        try:
+            versions.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name}==?")
+    return " ".join(versions) + f" full={cp.full}\n"
+
+
+def _prepare_databases(cp: ControlPlane, keep: bool) -> bool:
+    """nova, placement, neutron (and glance) schemas on sqlite, in parallel where possible.
+
+    ``keep``: databases built earlier by the same versions are kept as they
+    are (the demo's second run: a cloud restarting, not a new one). True if
+    they were built now.
+    """
+    stamp = cp.root / "db" / "built-by"
     nova_conf = nova_ctl_conf(cp)
     neutron_conf = _neutron_server_conf(cp)
+    if cp.full:
+        _glance_conf(cp)
+    if keep and stamp.exists() and stamp.read_text() == _db_stamp(cp):
+        return False
+    if (cp.root / "db").exists():
+        for old in (cp.root / "db").iterdir():
+            old.unlink()
+    (cp.root / "db").mkdir(parents=True, exist_ok=True)
+    log = cp.logs / "db.log"
     nm = [str(cp.bindir / "nova-manage"), "--config-file", str(nova_conf)]
     jobs = [
         [*nm, "api_db", "sync"],
@@ -351,6 +378,8 @@ def _prepare_databases(cp: ControlPlane) -> None:
     _run(cp, [*nm, "cell_v2", "create_cell", "--name", "cell1"], log)
     _run(cp, [str(cp.bindir / "neutron-db-manage"), "--config-file", str(neutron_conf),
               "stamp", "heads"], log)
+    stamp.write_text(_db_stamp(cp))
+    return True
 
 
 def _wsgi(cp: ControlPlane, name: str, app: str, port: int, *args: str,
@@ -362,12 +391,13 @@ def _wsgi(cp: ControlPlane, name: str, app: str, port: int, *args: str,
 
 def start_control_plane(root: Path, *, bindir: Path | None = None, prefix: Path | None = None,
                         full: bool = False, ns: Netns | None = None,
-                        start_ovs: bool = True) -> ControlPlane:
+                        start_ovs: bool = True, keep_databases: bool = False) -> ControlPlane:
     """Bring everything up; the caller must ``stop()`` it (and destroy ``ns`` if it made it).
 
     ``ns``: run inside this namespace (default: a fresh ``hvsup-e2e-*`` one,
     which the caller destroys). ``start_ovs``: also a private OVS there for
-    the node (the e2e tier's node shares the namespace).
+    the node (the e2e tier's node shares the namespace). ``keep_databases``:
+    reuse the databases of an earlier run by the same versions (the demo).
     """
     t0 = time.monotonic()
     bindir = bindir or Path(sys.executable).parent
@@ -379,8 +409,8 @@ def start_control_plane(root: Path, *, bindir: Path | None = None, prefix: Path 
             cp.ovs = services.start_ovs(cp.ns, cp.ovs_run, cp.env())
             cp.procs += cp.ovs.procs
         cp.procs += services.start_rabbit(cp.ns, cp.root / "rabbit", cp.rabbit_port, cp.env())
-        _prepare_databases(cp)  # meanwhile RabbitMQ boots
-        cp.timings["databases"] = time.monotonic() - t0
+        if _prepare_databases(cp, keep_databases):  # meanwhile RabbitMQ boots
+            cp.timings["databases"] = time.monotonic() - t0
         cp.procs.append(_wsgi(cp, "placement-api", "placement.wsgi.api:application",
                               cp.placement_port,
                               env={"OS_PLACEMENT_CONFIG_DIR": str(cp.root / "etc" / "placement")}))
