@@ -66,7 +66,7 @@ def child(out: str, argv: list[str]) -> int:
         m = importlib.import_module(mod)
         owner = getattr(m, cls) if cls else m
         setattr(owner, fn, wrap(f"{cls + '.' if cls else ''}{fn}", getattr(owner, fn)))
-    from hvsupervisor import cli
+    from hvsupervisor.cmd import cli
 
     try:
         return cli.main(argv)

@@ -1,7 +1,8 @@
-"""Plain-text tables for people; JSON is printed by the callers."""
+"""Output for people and scripts: plain-text tables and JSON, used by every verb."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 
@@ -17,3 +18,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = [fmt(headers), fmt(["-" * w for w in widths])]
     lines += [fmt(r) for r in cells]
     return "\n".join(lines)
+
+
+def print_json(obj: object) -> None:
+    """JSON on stdout, indented, keys in the order the caller built them."""
+    print(json.dumps(obj, indent=2, sort_keys=False))

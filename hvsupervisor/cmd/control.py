@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from hvsupervisor.cli import print_json
+from hvsupervisor.cmd.common import run_dir as _run_dir
 from hvsupervisor.control.client import ControlError, call
-from hvsupervisor.render import table
-from hvsupervisor.run_cmd import CONTROL_NAME
+from hvsupervisor.render import print_json, table
+from hvsupervisor.rundir import CONTROL_NAME
 
 
 def _status(reply: dict, fmt: str) -> int:
@@ -51,3 +51,7 @@ def run(args: argparse.Namespace, run_dir: Path) -> int:
         return 0
     print(f"{args.verb}: {', '.join(reply['agents'])}")
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run(args, _run_dir(args))
