@@ -29,7 +29,7 @@ import _common as c
 WRAPPED = [
     ("hvsupervisor.process", "Reaper", "reap"),
     ("hvsupervisor.supervisor", "Supervisor", "_on_exit"),
-    ("hvsupervisor.supervisor", None, "_last_line"),
+    ("hvsupervisor.supervisor.loop", None, "last_line"),
     ("hvsupervisor.supervisor", "Supervisor", "_drain"),
     ("hvsupervisor.supervisor", "Supervisor", "_refresh_conditions"),
     ("hvsupervisor.supervisor", "Supervisor", "_report"),
