@@ -6,10 +6,12 @@ nothing changes an agent. Metrics belong here too.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
-from hvsupervisor.status import AgentSnapshot, summary_line
+from hvsupervisor.objects.status import AgentStatus, NodeStatus
+from hvsupervisor.status import summary_line
 
 LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
 
@@ -21,7 +23,8 @@ class Reporting:
     ``_status``; owns ``_ready_timer`` and ``_watchdog``.
     """
 
-    def snapshots(self) -> list[AgentSnapshot]:
+    def snapshots(self) -> list[AgentStatus]:
+        """Each agent's lifecycle status: cheap, for the STATUS= line on every event."""
         return [a.machine.snapshot() for a in self.agents.values()]
 
     def _report(self) -> None:
@@ -83,24 +86,13 @@ class Reporting:
         due = time.monotonic() + interval / 2
         self._watchdog = self._loop.call_later(interval / 2, self._watchdog_tick, interval, due)
 
-    def status_json(self) -> dict:
-        return {
-            "ready": self._ready_sent and bool(self.agents)
-            and all(a.machine.ready for a in self.agents.values()),
-            "status": self._status,
-            "agents": [
-                {
-                    "name": a.name,
-                    "state": a.machine.state.value,
-                    "pid": a.machine.pid,
-                    "ready": a.machine.ready,
-                    "restarts": a.machine.restarts,
-                    "last_exit": a.machine.last_exit,
-                    "reason": a.machine.reason,
-                    "degraded": a.machine.degraded,
-                    "digest": a.plan.digest,
-                    "argv": list(a.plan.argv),
-                }
-                for a in self.agents.values()
-            ],
-        }
+    def node_status(self) -> NodeStatus:
+        """The one status object every output renders (control socket, CLI, JSON)."""
+        from hvsupervisor.config.explain import mask_text
+
+        agents = tuple(
+            dataclasses.replace(a.machine.snapshot(), digest=a.plan.digest,
+                                argv=tuple(mask_text(arg) for arg in a.plan.argv))
+            for a in self.agents.values())
+        ready = self._ready_sent and bool(agents) and all(a.ready for a in agents)
+        return NodeStatus(ready=ready, status=self._status, agents=agents)
