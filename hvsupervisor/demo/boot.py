@@ -107,10 +107,14 @@ def ensure_network(cp: ControlPlane) -> str:
     return net
 
 
-def server(cp: ControlPlane, server_id: str) -> dict:
+def server(cp: ControlPlane, server_id: str) -> dict | None:
+    """The server; {} once nova says 404; None for an answer to ask again
+    (a 5xx: sqlite's "database is locked" surfaces as a 500 under load)."""
     status, body = cp.api("GET", cp.url(cp.nova_api_port, f"/v2.1/servers/{server_id}"))
     if status == 404:
         return {}
+    if status == 0 or status >= 500:
+        return None
     return _ok("get server", status, body).get("server", {})
 
 
@@ -136,15 +140,18 @@ def boot(cp: ControlPlane, host: str, image_id: str, network_id: str,
     server_id = _ok("POST /servers", status, body)["server"]["id"]
 
     def settled() -> dict | None:
-        s = server(cp, server_id)
+        s = server(cp, server_id) or {}
         if s.get("status") == "ERROR":
             raise BootError(f"server {server_id} ERROR: {s.get('fault')}")
         return s if s.get("status") == "ACTIVE" else None
 
     s = wait_until(settled, timeout, f"server {server_id} ACTIVE")
     t_active = time.monotonic()
-    ports = cp.get(cp.neutron_port, f"/v2.0/ports?device_id={server_id}")
-    port = ports["ports"][0] if isinstance(ports, dict) and ports.get("ports") else {}
+    def ports() -> list | None:
+        body = cp.get(cp.neutron_port, f"/v2.0/ports?device_id={server_id}")
+        return body.get("ports") if isinstance(body, dict) else None
+
+    port = wait_until(ports, 60, f"the port of server {server_id}")[0]
     ip = port.get("fixed_ips", [{}])[0].get("ip_address", "")
     return Booted(server_id, network_id, ip, port.get("id", ""),
                   s.get("OS-EXT-SRV-ATTR:host", ""),
@@ -154,14 +161,20 @@ def boot(cp: ControlPlane, host: str, image_id: str, network_id: str,
 def delete(cp: ControlPlane, server_id: str, timeout: float = 120) -> None:
     """DELETE, once more if it went to ERROR (sqlite's "database is locked" on the
     port delete, doc/upstream-behaviour.md), until nova says 404."""
+    def gone_or_error() -> dict | None:
+        s = server(cp, server_id)
+        if s is None:
+            return None
+        return {"gone": not s, "error": s.get("status") == "ERROR"} if (
+            not s or s.get("status") == "ERROR") else None
+
     for _attempt in range(3):
         cp.api("DELETE", cp.url(cp.nova_api_port, f"/v2.1/servers/{server_id}"))
         try:
-            wait_until(lambda: (lambda s: not s or s.get("status") == "ERROR")(
-                server(cp, server_id)), timeout, f"server {server_id} deleted")
+            state = wait_until(gone_or_error, timeout, f"server {server_id} deleted")
         except TimeoutError:
             raise BootError(f"server {server_id} still there {timeout:g} s after DELETE") from None
-        if not server(cp, server_id):
+        if state["gone"]:
             return
     raise BootError(f"server {server_id}: DELETE left it in ERROR three times")
 

@@ -47,6 +47,23 @@ METADATA_SECRET = "hvsup-demo-metadata"  # loopback-only throwaway cloud
 ADMIN_HEADERS = {"X-Auth-Token": TOKEN, "X-Project-Id": "admin", "X-Roles": "admin"}
 
 
+def sqlite_url(path: Path) -> str:
+    """A sqlite URL that waits up to 30 s for a lock (pysqlite's ``timeout``).
+
+    With several services writing one file on a loaded 2-core machine, the
+    default 5 s gives ``database is locked`` errors (HTTP 500 from neutron);
+    the files are also switched to WAL (``_wal``) so readers never wait.
+    """
+    return f"sqlite:///{path}?timeout=30"
+
+
+def _wal(db_dir: Path) -> None:
+    """journal_mode=WAL on every database file (persistent in the file)."""
+    for db in db_dir.glob("*.sqlite"):
+        with sqlite3.connect(db, timeout=30) as conn:
+            conn.execute("pragma journal_mode=wal")
+
+
 def wait_until(pred: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
     """hvsupervisor.waiting.wait_until, polling gently: many probes here spawn processes."""
     return _wait_until(pred, timeout, what, interval)
@@ -220,8 +237,8 @@ def nova_ctl_conf(cp: ControlPlane) -> Path:
     return write_ini(cp.root / "etc" / "nova-ctl.conf", {
         "DEFAULT": {"transport_url": cp.transport_url, "state_path": cp.root / "nova-ctl",
                     "use_stderr": "false", "my_ip": "127.0.0.1"},
-        "database": {"connection": f"sqlite:///{cp.nova_db}"},
-        "api_database": {"connection": f"sqlite:///{cp.nova_api_db}"},
+        "database": {"connection": sqlite_url(cp.nova_db)},
+        "api_database": {"connection": sqlite_url(cp.nova_api_db)},
         "conductor": {"workers": 1},
         "scheduler": {"workers": 1, "discover_hosts_in_cells_interval": 2},
         "oslo_concurrency": {"lock_path": cp.root / "nova-ctl" / "lock"},
@@ -242,7 +259,7 @@ def _neutron_server_conf(cp: ControlPlane) -> Path:
                     "rpc_workers": 1, "rpc_state_report_workers": 0, "api_workers": 1,
                     "notify_nova_on_port_status_changes": notify,
                     "notify_nova_on_port_data_changes": notify},
-        "database": {"connection": f"sqlite:///{cp.neutron_db}"},
+        "database": {"connection": sqlite_url(cp.neutron_db)},
         "ml2": {"type_drivers": "flat,vlan", "tenant_network_types": "",
                 "mechanism_drivers": "openvswitch", "extension_drivers": "port_security"},
         "ml2_type_flat": {"flat_networks": PHYSNET},
@@ -257,7 +274,7 @@ def _placement_conf(cp: ControlPlane) -> Path:
     return write_ini(cp.root / "etc" / "placement" / "placement.conf", {
         "DEFAULT": {"use_stderr": "false"},
         "api": {"auth_strategy": "noauth2"},
-        "placement_database": {"connection": f"sqlite:///{cp.root / 'db' / 'placement.sqlite'}"},
+        "placement_database": {"connection": sqlite_url(cp.root / 'db' / 'placement.sqlite')},
     })
 
 
@@ -293,7 +310,7 @@ def _glance_conf(cp: ControlPlane) -> Path:
         "DEFAULT": {"use_stderr": "false", "enabled_backends": "file:file",
                     "log_file": cp.logs / "glance-api.oslo.log",
                     "worker_self_reference_url": cp.url(cp.glance_port)},
-        "database": {"connection": f"sqlite:///{cp.root / 'db' / 'glance.sqlite'}"},
+        "database": {"connection": sqlite_url(cp.root / 'db' / 'glance.sqlite')},
         "glance_store": {"default_backend": "file"},
         "file": {"filesystem_store_datadir": stores["images"]},
         "os_glance_staging_store": {"filesystem_store_datadir": stores["staging"]},
@@ -361,7 +378,7 @@ def _prepare_databases(cp: ControlPlane, keep: bool) -> bool:
         [*nm, "api_db", "sync"],
         [str(cp.bindir / "placement-manage"), "--config-file", str(_placement_conf(cp)),
          "db", "sync"],
-        [str(cp.bindir / "python"), "-c", _NEUTRON_SCHEMA, f"sqlite:///{cp.neutron_db}"],
+        [str(cp.bindir / "python"), "-c", _NEUTRON_SCHEMA, sqlite_url(cp.neutron_db)],
     ]
     if cp.full:
         jobs.append([str(cp.bindir / "glance-manage"), "--config-file", str(_glance_conf(cp)),
@@ -373,11 +390,12 @@ def _prepare_databases(cp: ControlPlane, keep: bool) -> bool:
         if p.wait(300) != 0:
             raise RuntimeError(f"{' '.join(j)} failed, see {log}")
     _run(cp, [*nm, "cell_v2", "map_cell0", "--database_connection",
-              f"sqlite:///{cp.root / 'db' / 'nova_cell0.sqlite'}"], log)
+              sqlite_url(cp.root / 'db' / 'nova_cell0.sqlite')], log)
     _run(cp, [*nm, "db", "sync"], log)
     _run(cp, [*nm, "cell_v2", "create_cell", "--name", "cell1"], log)
     _run(cp, [str(cp.bindir / "neutron-db-manage"), "--config-file", str(neutron_conf),
               "stamp", "heads"], log)
+    _wal(cp.root / "db")
     stamp.write_text(_db_stamp(cp))
     return True
 
@@ -483,8 +501,8 @@ def node_snippets(cp: ControlPlane, override: Path, host: str, *,
         write_ini(override / "nova" / "nova.conf.d" / name, {
             "DEFAULT": {"host": host, "transport_url": cp.transport_url,
                         "compute_driver": compute_driver, "my_ip": "127.0.0.1"},
-            "database": {"connection": f"sqlite:///{cp.nova_db}"},
-            "api_database": {"connection": f"sqlite:///{cp.nova_api_db}"},
+            "database": {"connection": sqlite_url(cp.nova_db)},
+            "api_database": {"connection": sqlite_url(cp.nova_api_db)},
             "placement": placement_client(cp),
             "neutron": neutron_client(cp),
             "glance": glance_client(cp),

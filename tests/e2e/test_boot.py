@@ -291,7 +291,7 @@ def test_boot_serve_survive_restarts_delete(boot_node):
     last = max(n for n, _, _ in _guest_lines(cp, sid))
     again = _fresh_round(cp, sid, last, ip, 120)
     notes["round_after_restarts"] = again
-    assert boot.server(cp, sid)["status"] == "ACTIVE"
+    assert wait_until(lambda: boot.server(cp, sid), 30, "the server")["status"] == "ACTIVE"
 
     # --- delete: tap and domain gone; the stop leaves no process ---------------------
     boot.delete(cp, sid)

@@ -49,7 +49,7 @@ def test_snippets_join_the_cloud_with_libvirt_netdev_flat_and_noop_firewall(tmp_
     assert nova("DEFAULT", "transport_url") == cp.transport_url
     assert nova("neutron", "metadata_proxy_shared_secret") == cloud.METADATA_SECRET
     meta = effective(plans["nova-api-metadata"]).lookup
-    assert meta("database", "connection") == f"sqlite:///{cp.nova_db}"
+    assert meta("database", "connection") == cloud.sqlite_url(cp.nova_db)
     ovs = effective(plans["neutron-openvswitch-agent"]).lookup
     assert ovs("ovs", "datapath_type") == "netdev"
     assert ovs("ovs", "bridge_mappings") == "physnet1:br-phys"
