@@ -70,6 +70,12 @@ class LibvirtDaemon:
     # A network namespace (name under /run/netns) for libvirtd and its qemu:
     # a VM's tap must be made where the node's OVS and nova-compute are.
     netns: str | None = None
+    # qemu as root: a VM's files live under root-only trees (pytest's
+    # /tmp/pytest-of-root is 0700, the demo dir 0750), which Debian's
+    # libvirt-qemu user cannot traverse ("Cannot access storage file ...
+    # (as uid:64055, gid:64055): Permission denied"). Only this private
+    # libvirtd is affected; a node's own libvirtd keeps its packaging.
+    qemu_as_root: bool = False
     holder: subprocess.Popen[bytes] | None = None
     proc: subprocess.Popen[bytes] | None = None
     timings: list[tuple[str, float]] = dataclasses.field(default_factory=list)
@@ -92,6 +98,9 @@ class LibvirtDaemon:
         shutil.copytree("/etc/libvirt", self.root / "etc", dirs_exist_ok=True)
         if self.cache_keep.is_dir():
             shutil.copytree(self.cache_keep, self.root / "cache", dirs_exist_ok=True)
+        if self.qemu_as_root:
+            with open(self.root / "etc" / "qemu.conf", "a") as conf:
+                conf.write('\nuser = "root"\ngroup = "root"\n')
         (self.root / "libvirtd.conf").write_text(
             f'unix_sock_dir = "{self.root / "sock"}"\n'
             'unix_sock_group = "root"\n'

@@ -379,7 +379,7 @@ def run(demo_dir: Path, defaults_dir: Path | None = None, boot_vm: bool = False)
         bindir = paths.bindir()
         image = guest.build(layout.guest)
         virt_type = _virt_type(layout, image)
-        virt = libvirtd.LibvirtDaemon(layout.libvirt, netns=ns.name,
+        virt = libvirtd.LibvirtDaemon(layout.libvirt, netns=ns.name, qemu_as_root=True,
                                       cache_keep=layout.root / "libvirt-cache")
         # The node's snippets first (they only name paths and ports), so that a
         # config error stops the demo (rc 78) before anything else starts.

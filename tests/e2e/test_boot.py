@@ -125,7 +125,7 @@ def boot_node(tmp_path_factory) -> Iterator[BootNode]:
         node.notes["control_plane_up_s"] = round(time.monotonic() - t0, 1)
         for d in (node.log_dir, node.run_dir):
             d.mkdir(parents=True, exist_ok=True)
-        node.libvirtd = LibvirtDaemon(root / "libvirt", netns=cp.ns.name)
+        node.libvirtd = LibvirtDaemon(root / "libvirt", netns=cp.ns.name, qemu_as_root=True)
         node.libvirtd.setup()
         node.libvirtd.start()
         node.image_id, image = boot.upload_guest(cp, root / "guest")
