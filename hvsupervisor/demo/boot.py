@@ -183,15 +183,17 @@ def kvm_boots(image: guest.GuestImage, timeout: float = 20.0) -> bool:
     """Does this guest's kernel reach /init under KVM here? (A probe, not the VM.)
 
     On this machine kind /dev/kvm opens but a Linux guest hangs right after the
-    decompressor, so nova must be told ``virt_type = qemu`` (TCG) instead; the
-    only reliable test is to try. qemu is killed after ``timeout``.
+    decompressor (qemu's default CPU model, as nova's ``cpu_mode = none``
+    gives; ``-cpu host`` aborts at once: "failed to set MSR 0x10a"), so nova
+    must be told ``virt_type = qemu`` (TCG) instead; the only reliable test
+    is to try. qemu is killed after ``timeout``.
     """
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None or not Path("/dev/kvm").exists():
         return False
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(
-            [qemu, "-enable-kvm", "-cpu", "host", "-m", "256", "-nographic", "-no-reboot",
+            [qemu, "-enable-kvm", "-m", "256", "-nographic", "-no-reboot",
              "-nodefaults", "-serial", "stdio", "-kernel", str(image.kernel),
              "-initrd", str(image.ramdisk), "-append", "console=ttyS0 panic=-1"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
