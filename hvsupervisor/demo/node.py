@@ -94,11 +94,13 @@ class Layout:
     def prepare(self) -> None:
         """Fresh run-time dirs (a killed earlier run may have left sockets); keep logs,
         state and the cloud's databases."""
-        self.root.mkdir(mode=0o750, parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self.root.chmod(0o711)  # dnsmasq ("nobody") reads files under state/
         for stale in (self.ovs, self.cloud / "rabbit", self.run, self.libvirt):
             shutil.rmtree(stale, ignore_errors=True)
-        for d in (self.state, self.log, self.run, self.ovs, self.cloud):
+        for d in (self.log, self.run, self.ovs, self.cloud):
             d.mkdir(mode=0o750, parents=True, exist_ok=True)
+        self.state.mkdir(mode=0o711, parents=True, exist_ok=True)
 
 
 def preflight() -> str | None:
@@ -332,6 +334,23 @@ def _teardown(sig: _Signals, ns: services.Netns | None, cp: cloud.ControlPlane |
     return left
 
 
+def _dnsmasq_conf(layout: Layout) -> Path | None:
+    """A dnsmasq config keeping dnsmasq root, if "nobody" cannot reach the state dir.
+
+    dnsmasq drops to "nobody" and re-reads its hosts file from
+    ``{state_dir}/neutron/dhcp`` whenever a port is added; if any directory on
+    the way is closed to others (a demo dir under /root, say), it silently
+    answers no DHCP request. A node's real state dir is 0711 all the way
+    (units: StateDirectoryMode); the demo cannot choose where it is run from.
+    """
+    reachable = all(d.stat().st_mode & 0o001 for d in [layout.state, *layout.state.parents])
+    if reachable:
+        return None
+    conf = layout.root / "dnsmasq.conf"
+    conf.write_text("# hvsupervisor demo: the demo dir is closed to 'nobody'\nuser=root\n")
+    return conf
+
+
 def _virt_type(layout: Layout, image: guest.GuestImage) -> str:
     """kvm if the guest boots under KVM here, else qemu; probed once, remembered."""
     memo = layout.root / "virt-type"
@@ -384,8 +403,12 @@ def run(demo_dir: Path, defaults_dir: Path | None = None, boot_vm: bool = False)
         # The node's snippets first (they only name paths and ports), so that a
         # config error stops the demo (rc 78) before anything else starts.
         planned = cloud.ControlPlane(layout.cloud, ns, bindir, bindir.parent, full=True)
+        dnsmasq_conf = _dnsmasq_conf(layout)
+        if dnsmasq_conf is not None:
+            say(f"{layout.state} is not reachable by 'nobody': dnsmasq stays root "
+                f"({dnsmasq_conf})")
         profile.write_profile(layout.override, planned, defaults / paths.CATALOG_NAME, HOST,
-                              virt.uri, virt_type)
+                              virt.uri, virt_type, dnsmasq_conf)
         build_plans(load_settings(defaults, layout.override, str(layout.state),
                                   str(layout.log), str(layout.run)))
         cp = cloud.start_control_plane(layout.cloud, bindir=bindir, prefix=bindir.parent,

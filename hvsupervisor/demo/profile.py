@@ -68,12 +68,19 @@ def catalog_env_snippet(catalog: Path, target: Path, extra_env: Mapping[str, str
 
 
 def write_profile(override: Path, cp, catalog: Path, host: str, libvirt_uri: str,
-                  virt_type: str) -> list[Path]:
-    """Every demo snippet under ``override`` for a node of cloud ``cp``; the files."""
+                  virt_type: str, dnsmasq_conf: Path | None = None) -> list[Path]:
+    """Every demo snippet under ``override`` for a node of cloud ``cp``; the files.
+
+    ``dnsmasq_conf``: a dnsmasq config file for the DHCP agent
+    (``dnsmasq_config_file``), see node.py ``_dnsmasq_conf``.
+    """
     from hvsupervisor.demo import cloud
 
     files = cloud.node_snippets(cp, override, host, compute_driver="libvirt.LibvirtDriver",
                                 flat_network=True, name=SNIPPET)
+    if dnsmasq_conf is not None:
+        files.append(write_ini(override / "neutron" / "neutron.conf.d" / "60-demo-dnsmasq.conf",
+                               {"DEFAULT": {"dnsmasq_config_file": dnsmasq_conf}}))
     files.append(write_ini(override / "nova" / "nova.conf.d" / "60-demo-libvirt.conf", {
         "libvirt": {"virt_type": virt_type, "cpu_mode": "none", "connection_uri": libvirt_uri},
     }))

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -115,12 +117,19 @@ def boot_node(tmp_path_factory) -> Iterator[BootNode]:
     from hvsupervisor.demo import boot, cloud
 
     root = tmp_path_factory.mktemp("boot")
+    # The node's own dirs go where others may traverse, as in production
+    # (state_dir 0711): dnsmasq drops to "nobody" and re-reads its hosts file
+    # from {state_dir}/neutron/dhcp; under pytest's 0700 tmp it cannot, and
+    # answers no DHCP request at all.
+    node_root = Path(tempfile.mkdtemp(prefix="hvsup-boot-", dir="/tmp"))
+    node_root.chmod(0o711)
     netns_before = set(_netns_list())
     t0 = time.monotonic()
     cp = cloud.start_control_plane(root / "cp", bindir=Path(sys.executable).parent,
                                    prefix=Path(sys.prefix), full=True)
-    node = BootNode(root=root, override=root / "override", state_dir=root / "state",
-                    log_dir=root / "log", run_dir=root / "run", cp=cp)
+    node = BootNode(root=node_root, override=node_root / "override",
+                    state_dir=node_root / "state", log_dir=node_root / "log",
+                    run_dir=node_root / "run", cp=cp)
     try:
         node.notes["control_plane_up_s"] = round(time.monotonic() - t0, 1)
         for d in (node.log_dir, node.run_dir):
@@ -149,6 +158,10 @@ def boot_node(tmp_path_factory) -> Iterator[BootNode]:
             cp.ovs.delete_bridges()
         left = cp.ns.destroy()
         print(f"boot test notes: {json.dumps(node.notes)}; killed in netns at the end: {left}")
+        if os.environ.get("HVSUP_BOOT_KEEP"):
+            print(f"boot test: node dir kept: {node_root}")
+        else:
+            shutil.rmtree(node_root, ignore_errors=True)
 
 
 def _netns_list() -> list[str]:
@@ -309,5 +322,3 @@ def test_boot_serve_survive_restarts_delete(boot_node):
     stray = _node_processes(node)
     assert not stray, stray
     print(f"boot timings: {json.dumps(notes)}")
-    if os.environ.get("HVSUP_BOOT_KEEP"):
-        print(f"boot test root: {node.root}")
