@@ -145,6 +145,8 @@ def boot_node(tmp_path_factory) -> Iterator[BootNode]:
         spawn_supervisor(cp, node)
         yield node
     finally:
+        if node.libvirtd is not None:  # a failed test may leave its VM: qemu goes first
+            node.notes["domains_left"] = node.libvirtd.destroy_domains()
         if node.supervisor is not None:
             node.supervisor.stop(timeout=120)
         if node.libvirtd is not None:
