@@ -15,7 +15,9 @@ Guest-side facts it relies on (doc/upstream-behaviour.md, "Booting a VM"):
 - busybox 1.35's ``wget -T`` segfaults, so the fetch is bounded by
   ``timeout 10 wget`` instead;
 - the route to 169.254.169.254 comes as DHCP option 121 (``staticroutes``
-  in udhcpc's script) from the DHCP agent with ``force_metadata``.
+  in udhcpc's script) from the DHCP agent with ``force_metadata``; dnsmasq
+  sends it only when asked, and busybox's udhcpc asks only with
+  ``-O staticroutes`` (without it: "Network is unreachable").
 
 The console lines (``MARK``): ``hvsup-guest n=N ip=A.B.C.D`` and
 ``hvsup-guest n=N uuid=UUID``; ``parse_console`` reads them back.
@@ -53,7 +55,7 @@ ip link set eth0 up
 n=0
 while true; do
   n=$((n+1))
-  if udhcpc -i eth0 -s /udhcpc.sh -q -n -t 5 -T 2 >/dev/null 2>&1; then
+  if udhcpc -i eth0 -s /udhcpc.sh -q -n -t 5 -T 2 -O staticroutes >/dev/null 2>&1; then
     echo "@MARK@ n=$n ip=$(cat /tmp/ip)"
   else
     echo "@MARK@ n=$n dhcp=failed"
