@@ -47,7 +47,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from hvsupervisor.waiting import wait_until  # noqa: E402  (after the path fix)
+from hvsupervisor import process  # noqa: E402  (after the path fix)
+from hvsupervisor.waiting import wait_until  # noqa: E402
 
 # ---------------------------------------------------------------- output
 
@@ -124,19 +125,8 @@ def idle_figures(before: ProcSample, after: ProcSample) -> dict:
 
 def children(ppid: int) -> dict[int, str]:
     """Live children of ``ppid`` (pid -> cmdline)."""
-    found = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                if int(f.read().rsplit(b")", 1)[1].split()[1]) != ppid:
-                    continue
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                found[int(name)] = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
+    return {pid: process.cmdline(pid) for pid, parent in process.proc_ppids().items()
+            if parent == ppid}
 
 
 # ------------------------------------------------------- kernel proc events

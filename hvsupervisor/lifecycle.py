@@ -123,6 +123,14 @@ Event = (
     | StartRequested | StopRequested | RestartRequested
 )
 
+OPERATOR_VERBS = ("start", "stop", "restart")
+
+
+def operator_event(verb: str) -> Event:
+    """The event for an operator verb on one agent (KeyError for another verb)."""
+    return {"start": StartRequested, "stop": StopRequested,
+            "restart": RestartRequested}[verb]()
+
 
 # -- actions (the loop applies these, in order) ------------------------------------------
 @dataclass(frozen=True)
@@ -150,7 +158,8 @@ class CancelTimer:
 Action = Spawn | Signal | SetTimer | CancelTimer
 
 
-def describe_exit(returncode: int | None, signum: int | None, last_line: str | None) -> str:
+def describe_exit(returncode: int | None, signum: int | None,
+                  last_line: str | None = None) -> str:
     """"exit 1", "signal 9 (SIGKILL)", plus " (last log line)" when known.
 
     A negative returncode (subprocess's way of saying "killed by signal") is

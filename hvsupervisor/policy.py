@@ -12,6 +12,9 @@ shared/research/supervisor_anchors.md fact 10, from systemd's man page). We add
 +/- jitter so that agents that died together (libvirtd went away) do not all
 come back in the same instant, and clamp the result to [0, cap].
 
+Waits that are not restarts (a host gate retrying its service, a readiness
+probe polling a socket) grow by `next_delay`, the one other backoff here.
+
 Giving up is a separate rule, like systemd's StartLimitBurst=/IntervalSec=:
 `flap_max` failures within `flap_window` seconds means the agent is flapping.
 """
@@ -84,6 +87,16 @@ def backoff_delay(policy: RestartPolicy, failures: int, rng: random.Random) -> f
     if policy.jitter:
         delay *= 1.0 + rng.uniform(-policy.jitter, policy.jitter)
     return max(0.0, min(policy.restart_max_delay, delay))
+
+
+def next_delay(delay: float, first: float, cap: float, factor: float = 2.0) -> float:
+    """The wait after one of ``delay`` s: ``first`` to begin with, then ``factor``
+    times longer, never above ``cap``.
+
+    For polling loops (gate retries, readiness probes): start small so that a
+    quick answer is seen quickly, cap so that a late one is seen within ``cap``.
+    """
+    return min(cap, max(first, delay * factor))
 
 
 class FlapDetector:

@@ -172,10 +172,8 @@ class OvsdbGate(RetryingGate):
         integration_bridge: str | None = None,
         *,
         connect_timeout: float = 5.0,
-        initial_delay: float = 0.05,
-        max_delay: float = 0.5,
     ) -> None:
-        super().__init__("ovsdb", initial_delay, max_delay)
+        super().__init__("ovsdb")
         self.remote = remote
         self.bridges = list(bridges)
         self.ensure = ensure

@@ -13,7 +13,6 @@ import dataclasses
 import fcntl
 import fnmatch
 import grp
-import json
 import os
 import secrets
 import shutil
@@ -200,18 +199,3 @@ def run_checks(
 def all_ok(rows: Iterable[CheckRow]) -> bool:
     """``check`` exits non-zero iff some row failed (warnings pass)."""
     return all(r.status != "fail" for r in rows)
-
-
-def render_table(rows: Sequence[CheckRow]) -> str:
-    """A fixed-width table: CHECK  STATUS  DETAIL."""
-    width = max([len("CHECK"), *(len(r.name) for r in rows)])
-    lines = [f"{'CHECK':<{width}}  STATUS  DETAIL"]
-    lines += [f"{r.name:<{width}}  {r.status.upper():<6}  {r.detail}" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def render_json(rows: Sequence[CheckRow]) -> str:
-    """``{"ok": bool, "checks": [{"name", "status", "detail"}]}``."""
-    return json.dumps(
-        {"ok": all_ok(rows), "checks": [dataclasses.asdict(r) for r in rows]}, indent=2
-    ) + "\n"
