@@ -7,8 +7,8 @@ The delay curve follows systemd's RestartSec=/RestartSteps=/RestartMaxDelaySec=
 (v254): the n-th consecutive restart waits restart_sec * ratio**(n-1) with
 ratio = (restart_max_delay / restart_sec) ** (1 / restart_steps), reaching the
 cap after `restart_steps` steps (RestartSec=10s, RestartSteps=4,
-RestartMaxDelaySec=160s gives 10, 20, 40, 80, 160 s; see
-shared/research/supervisor_anchors.md fact 10, from systemd's man page). We add
+RestartMaxDelaySec=160s gives 10, 20, 40, 80, 160 s; systemd.service(5), see
+doc/upstream-behaviour.md section 10). We add
 +/- jitter so that agents that died together (libvirtd went away) do not all
 come back in the same instant, and clamp the result to [0, cap].
 

@@ -34,7 +34,7 @@ LOG = logging.getLogger(__name__)
 # Variables that talk to *our* service manager or describe *our* fds. A child
 # that inherits them would send READY=1/STOPPING=1 for the whole unit, ping
 # our watchdog, adopt our socket-activated fds, or "upgrade" to native journal
-# logging under our identity (DESIGN.md section 2 "Facts to respect";
+# logging under our identity (doc/upstream-behaviour.md section 10;
 # sd_notify(3), sd_listen_fds(3), sd_watchdog_enabled(3)).
 # FDSTORE (v254) is the size of our fd store: only meaningful with our socket.
 #

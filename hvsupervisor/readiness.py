@@ -8,7 +8,7 @@ line") for every such probe. /proc/net/unix is per network namespace, and the
 agent is our child in ours.
 
 Upstream daemons' own READY=1 means "launched", not "serving", and several
-send nothing (DESIGN.md section 2). For an agent that serves a socket, the
+send nothing (doc/upstream-behaviour.md section 3). For an agent that serves a socket, the
 socket accepting a connection is the truth. The probe polls only while the
 agent is starting (50 ms, growing to 1 s), and stops at the first accept or
 when the agent exits; a ready node has no probe running.

@@ -26,7 +26,7 @@ CONF_D = "hvsupervisor.conf.d"
 
 @dataclass(frozen=True)
 class ReadyRule:
-    """How an agent's readiness is decided (DESIGN.md section 2)."""
+    """How an agent's readiness is decided (doc/upstream-behaviour.md section 3)."""
 
     kind: str  # notify | alive | tcp | unix
     seconds: float | None = None

@@ -10,6 +10,9 @@ idle gate registers one fd and no timer: zero periodic wakeups. ovsdb-server
 exiting closes the socket; the IDL sees EOF and the gate shuts. A bridge deleted
 while open shuts the gate too (or is re-created with ``ensure``).
 
+One module, over 400 lines, on purpose: the gate, the bridge checks and the
+OpenFlow-controller readiness check share the IDL session and its rules.
+
 While shut, each attempt first connects a plain socket to the remote, which
 gives a precise reason ("connection refused", "no such file or directory")
 before the IDL is built.

@@ -69,7 +69,7 @@ def check_kvm(device: str = KVM_DEVICE) -> CheckRow:
     except KeyError:
         group = str(st.st_gid)
     if not (group == "kvm" and mode & 0o060 == 0o060):
-        # DESIGN.md section 8: without this libvirtd re-probes qemu on every start.
+        # doc/upstream-behaviour.md section 11: without this libvirtd re-probes qemu on every start.
         return CheckRow(
             "kvm", "warn",
             f"{device} is group {group} mode {mode:04o}: the qemu user cannot use it and "
