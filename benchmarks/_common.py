@@ -20,6 +20,7 @@ Nothing here asserts a timing: scripts print JSON, people read it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -58,17 +59,27 @@ def emit(figure: str, **data: object) -> None:
     print(json.dumps({"figure": figure, **data}, sort_keys=False), flush=True)
 
 
+def parse_args(doc: str | None) -> argparse.Namespace:
+    """The options every benchmark script takes (``--quick``), with ``--help`` from ``doc``."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repetitions, shorter windows (also BENCH_QUICK=1)")
+    return parser.parse_args()
+
+
 def quick() -> bool:
     return "--quick" in sys.argv[1:] or os.environ.get("BENCH_QUICK") == "1"
 
 
 def pct(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100)."""
-    s = sorted(values)
-    if not s:
+    """The p-th percentile (p an integer in 1..99), as statistics.quantiles computes it
+    (method "inclusive": interpolated between the closest ranks; one value is its own)."""
+    if not values:
         return float("nan")
-    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
-    return s[k]
+    if len(values) == 1:
+        return float(values[0])
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
 
 
 def summary_ms(values_ns: Sequence[int]) -> dict:

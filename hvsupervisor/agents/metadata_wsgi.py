@@ -92,7 +92,7 @@ def prepare(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point (proposed console script ``hvsupervisor-nova-metadata``)."""
+    """Entry point of the console script ``hvsupervisor-nova-metadata``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = wsgi.server_arg_parser(PROG)
     parser.add_argument("--paste-config", default=None, help="api-paste.ini to use")

@@ -28,7 +28,7 @@ CONF_D = "hvsupervisor.conf.d"
 class ReadyRule:
     """How an agent's readiness is decided (doc/upstream-behaviour.md section 3)."""
 
-    kind: str  # notify | alive | tcp | unix
+    kind: str  # notify | alive | tcp | unix | ovsdb-bridge
     seconds: float | None = None
     host: str | None = None
     port: int | None = None
