@@ -21,7 +21,7 @@ from hvsupervisor.config import layers
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.parse import ParsedFile, parse_file
 
-CONF_D = "hvsupervisor.conf.d"
+CONF_D = paths.CATALOG_CONF_D
 
 
 @dataclass(frozen=True)

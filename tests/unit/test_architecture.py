@@ -91,3 +91,20 @@ def test_only_the_shell_and_cmd_import_the_supervisor():
                        if not _in(n, allowed) and any(_in(d, ("hvsupervisor.supervisor",))
                                                       for d in deps))
     assert offenders == []
+
+
+def test_status_needs_neither_oslo_config_nor_oslo_log(layout):
+    """``hvsupervisor status`` must answer fast (benchmarks/cli_latency.py): oslo.config's
+    option registry and oslo.log cost more than the whole answer, and it needs
+    neither (its INI parser, oslo_config.iniparser, is cheap and allowed)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom hvsupervisor.cmd.cli import main\n"
+            f"rc = main({layout.cli() + ['status']!r})\n"
+            "print(rc, sorted(m for m in sys.modules if m.startswith('oslo_log')"
+            " or m == 'oslo_config.cfg'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.split(None, 1) == ["1", "[]\n"], out.stdout + out.stderr
+    assert "no supervisor is listening on" in out.stderr
