@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from hvsupervisor.cli import print_json
 from hvsupervisor.config.explain import effective, mask_text, mask_value
-from hvsupervisor.config.plan import Plan, agent_spec, build_plan, build_plans
+from hvsupervisor.config.plan import Plan, agent_spec, build_plan
 from hvsupervisor.config.settings import Settings
 from hvsupervisor.render import table
 
@@ -56,10 +57,15 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _validate(args: argparse.Namespace, settings: Settings) -> int:
-    plans = build_plans(settings)
+    from hvsupervisor.run_cmd import plans_for_run
+
+    plans = plans_for_run(settings)  # the very checks `run` makes before it starts
+    for warning in settings.warnings:
+        print(f"hvsupervisor: warning: {warning}", file=sys.stderr)
     rows = [(name, p.digest[:12], len(p.files), str(p.ready)) for name, p in plans.items()]
     if args.format == "json":
-        print_json({"ok": True, "agents": {n: masked_plan(p) for n, p in plans.items()}})
+        print_json({"ok": True, "warnings": [str(w) for w in settings.warnings],
+                    "agents": {n: masked_plan(p) for n, p in plans.items()}})
     else:
         print(table(["agent", "digest", "files", "ready"], rows))
     return 0

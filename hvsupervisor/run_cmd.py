@@ -52,6 +52,21 @@ def make_dirs(settings: Settings) -> None:
         path.mkdir(mode=mode, parents=True, exist_ok=True)
 
 
+def prepare_own_log(settings: Settings) -> None:
+    """Create our own log file 0640 before oslo.log opens it (it would be 0644 by the
+    umask), like the agents' logs: a log may quote config paths and agent output."""
+    conf = settings.conf
+    name = conf.log_file if conf is not None else None
+    if not name:
+        return
+    path = Path(name) if os.path.isabs(name) else Path(conf.log_dir or settings.log_dir) / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    try:
+        os.fchmod(fd, os.fstat(fd).st_mode & 0o640)  # also tighten one left 0644 before
+    finally:
+        os.close(fd)
+
+
 def take_lock(run_dir: Path) -> int:
     """flock the run dir's lock file; AlreadyRunning names the holder."""
     path = run_dir / LOCK_NAME
@@ -89,14 +104,21 @@ async def _serve(settings: Settings, plans) -> int:
         await control.close()
 
 
-def run(settings: Settings, daemonize: bool = False) -> int:
+def plans_for_run(settings: Settings) -> dict:
+    """Every check ``run`` makes before anything starts; ``config validate`` calls
+    this same function, so what validates is what runs. Raises ConfigError."""
     from hvsupervisor.host.wiring import gate_settings
 
-    plans = build_plans(settings)  # ConfigError -> exit 78 before anything starts
-    gate_settings(settings, plans)  # likewise for what the host gates read
+    plans = build_plans(settings)
+    gate_settings(settings, plans)  # what the host gates read from the agents' files
     problem = socket_path_problem(settings.run_dir, plans)
     if problem:
         raise ConfigError(problem)
+    return plans
+
+
+def run(settings: Settings, daemonize: bool = False) -> int:
+    plans = plans_for_run(settings)  # ConfigError -> exit 78 before anything starts
     make_dirs(settings)
     try:
         lock_fd = take_lock(settings.run_dir)
@@ -111,5 +133,9 @@ def run(settings: Settings, daemonize: bool = False) -> int:
         ctx.open()
     write_pid(lock_fd)
     assert settings.conf is not None
+    prepare_own_log(settings)
     oslo_log.setup(settings.conf, "hvsupervisor")
+    log = oslo_log.getLogger("hvsupervisor.config")
+    for warning in settings.warnings:  # what `config validate` warns about, in the journal
+        log.warning("%s", warning)
     return asyncio.run(_serve(settings, plans))
