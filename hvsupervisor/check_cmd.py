@@ -14,10 +14,10 @@ from pathlib import Path
 
 from hvsupervisor import paths
 from hvsupervisor.config.errors import ConfigError
-from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import CONF_D, load_settings
 from hvsupervisor.host import preflight
 from hvsupervisor.host.wiring import gate_settings
+from hvsupervisor.run_cmd import plans_for_run
 
 
 def _confd_dirs(defaults: Path, override: Path, rels: set[str]) -> list[str]:
@@ -39,13 +39,15 @@ def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
     confd = {CONF_D}
     try:
         settings = load_settings(defaults, override, args.state_dir, args.log_dir, args.run_dir)
-        plans = build_plans(settings)
+        plans = plans_for_run(settings)  # exactly what `run` checks before it starts
         gs = gate_settings(settings, plans)
     except ConfigError as exc:
         rows.append(preflight.CheckRow("config", "fail", str(exc)))
     else:
         rows.append(preflight.CheckRow(
             "config", "ok", f"{len(plans)} agents resolved: {', '.join(plans)}"))
+        # A typo'd key does nothing at all: `check` is where an operator looks first.
+        rows += [preflight.CheckRow("config key", "fail", str(w)) for w in settings.warnings]
         for name, plan in plans.items():
             exe = plan.argv[0]
             if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):

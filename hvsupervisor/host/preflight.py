@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import fnmatch
 import grp
 import json
 import os
@@ -22,6 +21,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
+from hvsupervisor.config import layers
 from hvsupervisor.host.libvirt import LibvirtGate
 from hvsupervisor.host.ovsdb import OvsdbGate
 
@@ -140,28 +140,21 @@ def check_dir(label: str, path: str) -> CheckRow:
 
 
 def ignored_conf_files(directory: str) -> list[str]:
-    """Entries oslo.config skips: it reads only ``glob('<dir>/*.conf')``.
-
-    (oslo_config/cfg.py uses ``glob.glob(os.path.join(dir, '*.conf'))``, which
-    also skips dot-files and, of course, anything not ending in ``.conf``.)
-    """
+    """Entries oslo.config skips, by the very rule plan and reload use
+    (``layers.oslo_selects``: oslo's ``glob('<dir>/*.conf')``)."""
     try:
         names = sorted(os.listdir(directory))
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return [
-        n for n in names
-        if n.startswith(".") or not fnmatch.fnmatchcase(n, "*.conf")
-        or not os.path.isfile(os.path.join(directory, n))
-    ]
+    return [n for n in names if not layers.oslo_selects(n)]
 
 
 def check_confd(directory: str) -> list[CheckRow]:
-    """One warn row per file in a conf.d dir that oslo.config would not read."""
+    """One warn row per entry in a conf.d dir that oslo.config would not read."""
     rows = []
     for n in ignored_conf_files(directory):
         path = os.path.join(directory, n)
-        why = "a directory" if os.path.isdir(path) else "not *.conf"
+        why = "a dotfile" if n.startswith(".") else "not *.conf"
         rows.append(CheckRow("conf.d", "warn", f"{path} is ignored by oslo.config ({why})"))
     return rows
 
