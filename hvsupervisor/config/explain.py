@@ -6,8 +6,14 @@ so the answer matches what the daemon will see: last parsed file wins,
 here (nova and neutron need not be installed), so every key found in the
 files is registered as a string option; the few options known to be
 multi-valued (they add up across files instead of overriding) are
-registered as such. Then oslo's ``get_location`` names the winning file and
-our line-recording parse (config/parse.py) gives the line.
+registered as such.
+
+Which file:line set the value comes from our own line-recording parse
+(config/parse.py), in plan order: the last assignment in the last file that
+has the key is the one oslo uses. Not from oslo's ``get_location()``: in
+oslo.config 10.7 it names the *last parsed file* for every file value, not
+the file that set it (doc/upstream-behaviour.md; tests/unit/test_explain.py
+shows the library's answer beside ours).
 
 Precedence above files, as oslo applies it: the command line, then
 ``OS_<GROUP>__<OPT>`` environment variables (only those the plan sets: the
@@ -132,7 +138,10 @@ class Effective:
                                "command line", contributors)
         env = self._env_value(group, name)
         if env is not None:
-            return Explanation(self.plan.agent, section, option, env, None, None,
+            # The catalog line that put OS_<GROUP>__<OPT> into the plan.
+            where = self.plan.env_origin.get(f"OS_{group.upper()}__{name.upper()}")
+            path, line = where if where else (None, None)
+            return Explanation(self.plan.agent, section, option, env, path, line,
                                "environment", contributors)
         if not contributors:
             return Explanation(self.plan.agent, section, option, None, None, None, "unset")
@@ -143,9 +152,7 @@ class Effective:
             value = None
         if isinstance(value, list):
             value = "\n".join(value)
-        loc = self.conf.get_location(name, grp)
-        path = loc.detail if loc is not None else contributors[-1][0]
-        line = next((n for f, n in reversed(contributors) if f == path), None)
+        path, line = contributors[-1]  # plan order: the last assignment wins in oslo
         if value is None:  # interpolation failed: show what the file says
             value = _raw_last(self.plan, group, name)
         return Explanation(self.plan.agent, section, option, value, path, line, "file",

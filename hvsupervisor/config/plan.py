@@ -50,6 +50,9 @@ class Plan:
     # nothing the running daemon sees.
     directories: tuple[str, ...] = ()
     parsed: tuple[ParsedFile, ...] = field(default=(), compare=False, repr=False)
+    # Which catalog file:line set each env var (merged over [agent_defaults]).
+    env_origin: Mapping[str, tuple[str, int]] = field(default_factory=dict, compare=False,
+                                                      repr=False)
 
     def to_json(self) -> dict:
         return {
@@ -164,6 +167,7 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         directories=tuple(_substitute(d, values, spec.name, "directories")
                           for d in spec.directories),
         parsed=tuple(parsed),
+        env_origin={k: (path, line) for k, path, line in spec.env_origin},
     )
 
 
