@@ -17,6 +17,7 @@ def masked_plan(plan: Plan) -> dict:
     data = plan.to_json()
     data["argv"] = [mask_text(a) for a in data["argv"]]
     data["env"] = {k: mask_value(k, v) for k, v in data["env"].items()}
+    data["env_origin"] = {k: f"{path}:{line}" for k, (path, line) in plan.env_origin.items()}
     return data
 
 
@@ -33,7 +34,8 @@ def _plan(args: argparse.Namespace, settings: Settings) -> int:
     if data["env"]:
         print("env:")
         for k, v in sorted(data["env"].items()):
-            print(f"  {k}={v}")
+            origin = data["env_origin"].get(k)
+            print(f"  {k}={v}  ({origin})" if origin else f"  {k}={v}")
     print()
     print(table(["#", "layer", "file"],
                 [(i + 1, f["layer"], f["path"]) for i, f in enumerate(data["files"])]))

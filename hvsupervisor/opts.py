@@ -141,7 +141,8 @@ agent_opts = [
         help="The agent's command line, split like a shell would but never run by "
         "one. Substitutions (also in environment and ready): {state_dir} {log_dir} "
         "{run_dir} {agent} {bindir} {config_files} (;-joined) {use_stderr} (true when "
-        "the output goes to the journal). A bare name is looked up in {bindir} first, then PATH.",
+        "the output goes to the journal) {service} (the first directory of the first of "
+        "config_files: nova, neutron). A bare name is looked up in {bindir} first, then PATH.",
     ),
     cfg.ListOpt(
         "config_files",
@@ -152,7 +153,9 @@ agent_opts = [
     cfg.ListOpt(
         "config_dirs",
         default=[],
-        help="conf.d dirs (relative) whose *.conf snippets follow the base files, sorted by name.",
+        help="conf.d dirs (relative) whose *.conf snippets follow the base files, sorted by "
+        "name across all of them. {service} and {agent} are substituted, so "
+        "{service}/{agent}.conf.d is a directory only this agent reads.",
     ),
     cfg.ListOpt("after", default=[], help="Agents that must be ready before this one starts."),
     cfg.ListOpt(

@@ -23,7 +23,7 @@ from hvsupervisor import paths
 from hvsupervisor.config import layers
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.parse import ParsedFile, parse_file
-from hvsupervisor.config.settings import AgentSpec, ReadyRule, Settings
+from hvsupervisor.config.settings import AgentSpec, ReadyRule, Settings, service_of
 from hvsupervisor.systemd.journal import journal_available
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -142,6 +142,7 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         "run_dir": str(settings.run_dir),
         "agent": spec.name,
         "bindir": str(bindir),
+        **({"service": svc} if (svc := service_of(spec.config_files)) else {}),
         "config_files": ";".join(f.path for f in files),
         # Whether agents' stdout/stderr reach the journal: then oslo.log may
         # write there too without doubling lines in the file log.

@@ -9,6 +9,7 @@ not code.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +203,35 @@ def merged_environment(
     return env, origin
 
 
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+def service_of(config_files: tuple[str, ...] | list[str]) -> str | None:
+    """``{service}``: the first directory of the agent's first config file
+    (``neutron/dhcp_agent.ini`` -> ``neutron``), so that [agent_defaults] can say
+    ``{state_dir}/{service}`` and ``{service}/{service}.conf.d`` once for all."""
+    if config_files and "/" in config_files[0]:
+        return config_files[0].split("/", 1)[0]
+    return None
+
+
+def _expand(text: str, values: dict[str, str], loc: _Locator, group: str, option: str,
+            allowed: dict[str, str]) -> str:
+    """Substitute the placeholders a file path may use ({agent}, and {service} in
+    config_dirs); any other is a located error."""
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1) in allowed:
+            return allowed[m.group(1)]
+        path, line = loc.find(group, option)
+        known = " ".join(f"{{{k}}}" for k in sorted(allowed))
+        why = ("(the agent has no config_files with a directory)"
+               if m.group(1) == "service" else f"(known here: {known})")
+        raise ConfigError(f"[{group}] {option}: unknown placeholder {{{m.group(1)}}} {why}",
+                          path, line)
+
+    return _PLACEHOLDER.sub(repl, text)
+
+
 def _agent(conf: cfg.ConfigOpts, loc: _Locator, name: str) -> AgentSpec:
     """One agent: each option from [agent:NAME] if set there, else [agent_defaults]."""
     section = opts.AGENT_GROUP_PREFIX + name
@@ -224,11 +254,18 @@ def _agent(conf: cfg.ConfigOpts, loc: _Locator, name: str) -> AgentSpec:
         path, line = loc.find(cgroup, "command")
         raise ConfigError(f"[{cgroup}] command: {exc}", path, line) from None
     env, origin = merged_environment(loc, [opts.AGENT_DEFAULTS, section])
+    config_files, fgroup = get("config_files")
+    values = {"agent": name}
+    if svc := service_of(config_files):
+        values["service"] = svc
+    config_dirs, dgroup = get("config_dirs")
     return AgentSpec(
         name=name,
         command=command,
-        config_files=tuple(get("config_files")[0]),
-        config_dirs=tuple(get("config_dirs")[0]),
+        config_files=tuple(_expand(f, values, loc, fgroup, "config_files", {"agent": name})
+                           for f in config_files),
+        config_dirs=tuple(_expand(d, values, loc, dgroup, "config_dirs", values)
+                          for d in config_dirs),
         after=tuple(get("after")[0]),
         host_gates=tuple(get("host_gates")[0]),
         ready=get("ready")[0],
