@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hvsupervisor import paths
 from hvsupervisor.config.errors import ConfigError
+from hvsupervisor.config.explain import effective
 from hvsupervisor.config.settings import CONF_D, load_settings
 from hvsupervisor.host import preflight
 from hvsupervisor.host.wiring import gate_settings
@@ -26,6 +27,21 @@ def _confd_dirs(defaults: Path, override: Path, rels: set[str]) -> list[str]:
         for base in (defaults, override):
             if (base / rel).is_dir():
                 out.append(str(base / rel))
+    return out
+
+
+def _db_sources(plans: dict, agent: str) -> dict[str, str | None] | None:
+    """Where ``[database]``/``[api_database] connection`` come from for ``agent``."""
+    if agent not in plans:
+        return None
+    eff = effective(plans[agent])
+    out: dict[str, str | None] = {}
+    for section in preflight.DB_OPTIONS:
+        exp = eff.explain(section, "connection")
+        if not exp.value:
+            out[section] = None
+        else:
+            out[section] = f"{exp.file}:{exp.line}" if exp.file else exp.source
     return out
 
 
@@ -60,6 +76,8 @@ def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
                  ("run_dir", str(settings.run_dir))]
         for spec in settings.agents.values():
             confd.update(spec.config_dirs)
+        rows += preflight.check_nova_db(_db_sources(plans, "nova-api-metadata"),
+                                        _db_sources(plans, "nova-compute"))
     rows += preflight.run_checks(libvirt_uri=uri, ovsdb=ovs, ensure_bridges=ensure,
                                  dirs=dirs, confd_dirs=_confd_dirs(defaults, override, confd))
     return rows

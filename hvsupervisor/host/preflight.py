@@ -159,6 +159,41 @@ def check_confd(directory: str) -> list[CheckRow]:
     return rows
 
 
+DB_OPTIONS = ("database", "api_database")
+
+
+def check_nova_db(metadata: dict[str, str | None] | None,
+                  compute: dict[str, str | None] | None) -> list[CheckRow]:
+    """Database credentials reach only the agent that needs them.
+
+    Each argument maps ``database``/``api_database`` to where its
+    ``connection`` is set in that agent's effective config ("file:line"), or
+    None; an agent not enabled is None. nova-api-metadata cannot boot without
+    one (nova's ``raise_if_old_compute``: "No sql_connection parameter is
+    established"); nova-compute must not have either (compute reaches the DB
+    only through nova-conductor). Values are never shown: they hold passwords.
+    """
+    rows = []
+    if metadata is not None:
+        found = [f"[{s}] connection ({w})" for s in DB_OPTIONS if (w := metadata.get(s))]
+        if found:
+            rows.append(CheckRow("nova db", "ok", "nova-api-metadata has " + ", ".join(found)))
+        else:
+            rows.append(CheckRow(
+                "nova db", "fail",
+                "nova-api-metadata has no [database] or [api_database] connection: it "
+                "cannot start; put them in nova/nova-api-metadata.conf.d/50-db.conf "
+                "(read by that agent only)"))
+    if compute is not None:
+        found = [f"[{s}] connection ({w})" for s in DB_OPTIONS if (w := compute.get(s))]
+        if found:
+            rows.append(CheckRow(
+                "nova-compute db", "warn",
+                "nova-compute's config carries " + ", ".join(found) + ": compute needs no "
+                "database credentials; move them to nova/nova-api-metadata.conf.d"))
+    return rows
+
+
 def run_checks(
     *,
     libvirt_uri: str | None = None,

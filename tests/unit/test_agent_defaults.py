@@ -130,3 +130,34 @@ def test_config_plan_nova_compute_does_not_list_the_metadata_dir(tmp_path, capsy
     assert "nova-api-metadata.conf.d" not in capsys.readouterr().out
     assert main(args + ["config", "plan", "nova-api-metadata"]) == 0
     assert str(db) in capsys.readouterr().out
+
+
+def _db_rows(tmp_path, files: dict[str, str]):
+    from hvsupervisor.check_cmd import _db_sources
+    from hvsupervisor.host import preflight
+
+    over = tmp_path / "over"
+    for rel, text in files.items():
+        (over / rel).parent.mkdir(parents=True, exist_ok=True)
+        (over / rel).write_text(text)
+    plans = build_plans(_shipped(tmp_path, over))
+    return preflight.check_nova_db(_db_sources(plans, "nova-api-metadata"),
+                                   _db_sources(plans, "nova-compute"))
+
+
+def test_check_fails_without_metadata_db_and_warns_when_compute_has_it(tmp_path):
+    secret = "mysql+pymysql://nova:S3cretPass@db/nova"
+    rows = _db_rows(tmp_path, {})
+    assert [(r.name, r.status) for r in rows] == [("nova db", "fail")]
+    assert "nova-api-metadata.conf.d" in rows[0].detail
+
+    rows = _db_rows(tmp_path, {
+        "nova/nova-api-metadata.conf.d/50-db.conf": f"[api_database]\nconnection = {secret}\n"})
+    assert [(r.name, r.status) for r in rows] == [("nova db", "ok")]
+
+    site = "nova/nova.conf.d/50-site.conf"
+    rows = _db_rows(tmp_path, {site: f"[database]\n\nconnection = {secret}\n"})
+    assert [(r.name, r.status) for r in rows] == [("nova db", "ok"),
+                                                  ("nova-compute db", "warn")]
+    assert f"{site}:3" in rows[1].detail
+    assert all("S3cretPass" not in r.detail for r in rows)
