@@ -6,8 +6,9 @@ import argparse
 import sys
 
 from hvsupervisor.cli import print_json
-from hvsupervisor.config.explain import effective, mask_text, mask_value
+from hvsupervisor.config.explain import effective
 from hvsupervisor.config.plan import Plan, agent_spec, build_plan
+from hvsupervisor.config.secrets import declared_secrets, mask_argv, mask_env, mask_value
 from hvsupervisor.config.settings import Settings
 from hvsupervisor.render import table
 
@@ -15,8 +16,8 @@ from hvsupervisor.render import table
 def masked_plan(plan: Plan) -> dict:
     """The plan as JSON with credentials masked in argv and env."""
     data = plan.to_json()
-    data["argv"] = [mask_text(a) for a in data["argv"]]
-    data["env"] = {k: mask_value(k, v) for k, v in data["env"].items()}
+    data["argv"] = mask_argv(data["argv"])
+    data["env"] = mask_env(data["env"], declared_secrets())
     data["env_origin"] = {k: f"{path}:{line}" for k, (path, line) in plan.env_origin.items()}
     return data
 
@@ -45,7 +46,7 @@ def _plan(args: argparse.Namespace, settings: Settings) -> int:
 def _explain(args: argparse.Namespace, settings: Settings) -> int:
     plan = build_plan(settings, agent_spec(settings, args.agent))
     exp = effective(plan).explain(args.section, args.option)
-    exp.value = mask_value(args.option, exp.value)
+    exp.value = mask_value(args.option, exp.value, args.section, declared_secrets())
     if args.format == "json":
         print_json(exp.to_json())
         return 0

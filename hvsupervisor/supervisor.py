@@ -32,6 +32,7 @@ from pathlib import Path
 from hvsupervisor import deps, process
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.plan import Plan, build_plans
+from hvsupervisor.config.secrets import mask_argv
 from hvsupervisor.config.settings import Settings, load_settings
 from hvsupervisor.lifecycle import (
     AgentLifecycle,
@@ -452,7 +453,7 @@ class Supervisor:
                     "reason": a.machine.reason,
                     "degraded": a.machine.degraded,
                     "digest": a.plan.digest,
-                    "argv": list(a.plan.argv),
+                    "argv": mask_argv(a.plan.argv),  # the reply may be logged or pasted
                 }
                 for a in self.agents.values()
             ],

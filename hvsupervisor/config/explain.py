@@ -22,37 +22,18 @@ supervisor scrubs the rest from a child's environment).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from oslo_config import cfg
 
 from hvsupervisor.config.plan import Plan
+from hvsupervisor.config.secrets import mask_text, mask_value  # noqa: F401 (re-exported)
 
 # Options that oslo declares multi=True in the agents we ship: their values
 # accumulate across files (nova/conf/pci.py). Explain lists every contributor.
 MULTI_OPTS = {("pci", "device_spec"), ("pci", "alias"), ("pci", "passthrough_whitelist")}
 
-_SECRET_NAME = re.compile(r"(password|passwd|secret|token|credential|private_key|_key$)", re.I)
-# scheme://user:pw@host, and oslo.messaging's extra hosts ",user:pw@host2".
-_URL_CREDS = re.compile(
-    r"(?P<scheme>[A-Za-z][\w+.-]*://|,)(?P<user>[^:/@\s,;]*):(?P<pw>[^@\s,]*)@"
-)
 _RESERVED = {"config_file", "config_dir", "config_source"}
-
-
-def mask_text(text: str) -> str:
-    """Mask the password part of every URL in ``text`` (transport_url, connection...)."""
-    return _URL_CREDS.sub(lambda m: f"{m['scheme']}{m['user']}:****@", text)
-
-
-def mask_value(option: str, value: str | None) -> str | None:
-    """Mask a value for display: whole value for secret names, URL passwords otherwise."""
-    if value is None:
-        return None
-    if _SECRET_NAME.search(option) and value:
-        return "****"
-    return mask_text(value)
 
 
 def _norm_group(section: str) -> str:
