@@ -59,7 +59,7 @@ def test_plan_and_explain_name_where_each_env_var_came_from(layout):
 
 
 def test_config_plan_shows_env_origin(layout, capsys):
-    from hvsupervisor.cli import main
+    from hvsupervisor.cmd.cli import main
 
     p = layout.write("override", "hvsupervisor.conf.d/10-e.conf",
                      "[agent_defaults]\nenvironment = HTTPS_PROXY:http://u:pw@proxy:3128\n")
@@ -119,7 +119,7 @@ def test_metadata_only_dir_is_not_in_nova_computes_plan(tmp_path):
 
 
 def test_config_plan_nova_compute_does_not_list_the_metadata_dir(tmp_path, capsys):
-    from hvsupervisor.cli import main
+    from hvsupervisor.cmd.cli import main
 
     over = tmp_path / "over"
     db = over / "nova" / "nova-api-metadata.conf.d" / "50-db.conf"
@@ -133,7 +133,7 @@ def test_config_plan_nova_compute_does_not_list_the_metadata_dir(tmp_path, capsy
 
 
 def _db_rows(tmp_path, files: dict[str, str]):
-    from hvsupervisor.check_cmd import _db_sources
+    from hvsupervisor.cmd.check import _db_sources
     from hvsupervisor.host import preflight
 
     over = tmp_path / "over"

@@ -69,7 +69,7 @@ def test_declared_secret_options_are_masked_and_cached(fake_schema, tmp_path):
 
 
 def test_explain_cli_masks_what_the_schema_declares(fake_schema, layout, capsys):
-    from hvsupervisor.cli import main
+    from hvsupervisor.cmd.cli import main
 
     layout.write("override", "svc/svc.conf.d/10-v.conf", "[vault]\napprole_role_id = S3cret\n")
     assert main(layout.cli() + ["config", "explain", "alpha", "vault", "approle_role_id"]) == 0

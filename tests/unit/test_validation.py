@@ -7,7 +7,7 @@ import pytest
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.policy import RestartPolicy
-from hvsupervisor.supervisor import _policy
+from hvsupervisor.supervisor.agent import restart_policy as _policy
 
 
 def _load(layout, text, rel="hvsupervisor.conf.d/90-x.conf"):

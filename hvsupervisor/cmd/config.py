@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hvsupervisor.cli import print_json
+from hvsupervisor.cmd.common import load, plans_for_run
 from hvsupervisor.config.explain import effective
 from hvsupervisor.config.plan import Plan, agent_spec, build_plan
 from hvsupervisor.config.secrets import declared_secrets, mask_argv, mask_env, mask_value
 from hvsupervisor.config.settings import Settings
-from hvsupervisor.render import table
+from hvsupervisor.render import print_json, table
 
 
 def masked_plan(plan: Plan) -> dict:
@@ -60,8 +60,6 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _validate(args: argparse.Namespace, settings: Settings) -> int:
-    from hvsupervisor.run_cmd import plans_for_run
-
     plans = plans_for_run(settings)  # the very checks `run` makes before it starts
     for warning in settings.warnings:
         print(f"hvsupervisor: warning: {warning}", file=sys.stderr)
@@ -78,3 +76,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return {"plan": _plan, "explain": _explain, "validate": _validate}[args.config_verb](
         args, settings
     )
+
+
+def main(args: argparse.Namespace) -> int:
+    return run(args, load(args))

@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 from hvsupervisor import paths
+from hvsupervisor.cmd.common import plans_for_run
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.explain import effective
 from hvsupervisor.config.settings import CONF_D, load_settings
 from hvsupervisor.host import preflight
 from hvsupervisor.host.wiring import gate_settings
-from hvsupervisor.run_cmd import plans_for_run
 
 
 def _confd_dirs(defaults: Path, override: Path, rels: set[str]) -> list[str]:
@@ -83,7 +83,7 @@ def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
     return rows
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     rows = collect(args)
     if args.format == "json":
         sys.stdout.write(preflight.render_json(rows))
