@@ -165,7 +165,9 @@ def _load_conf(files: list[layers.LayerFile]) -> cfg.ConfigOpts:
         conf(args=args, project="hvsupervisor", default_config_files=[],
              default_config_dirs=[], use_env=False)
     except cfg.ConfigFileParseError as exc:
-        raise ConfigError(exc.msg, exc.config_file) from None
+        # Our own parse (parse_file) reports these first, by line; oslo's message
+        # quotes the offending line, which may hold a secret: keep only its head.
+        raise ConfigError(exc.msg.split(":", 1)[0], exc.config_file) from None
     except cfg.Error as exc:
         raise ConfigError(str(exc)) from None
     return conf
