@@ -17,6 +17,11 @@ from oslo_config import cfg, iniparser
 from hvsupervisor.config.errors import ConfigError
 
 
+def norm_group(section: str) -> str:
+    """oslo.config folds every section name but DEFAULT to lower case."""
+    return "DEFAULT" if section.upper() == "DEFAULT" else section.lower()
+
+
 @dataclass
 class ParsedFile:
     """The sections of one file: {section: {key: [(value, line), ...]}}."""

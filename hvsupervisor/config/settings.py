@@ -21,8 +21,9 @@ from hvsupervisor import deps, opts, paths
 from hvsupervisor.config import layers
 from hvsupervisor.config import types as hvtypes
 from hvsupervisor.config.errors import ConfigError, ConfigWarning
-from hvsupervisor.config.parse import ParsedFile, parse_file
+from hvsupervisor.config.parse import ParsedFile, norm_group, parse_file
 from hvsupervisor.config.ready import ReadyRule
+from hvsupervisor.config.unknown_keys import unknown_keys
 
 __all__ = ["CONF_D", "AgentSpec", "ReadyRule", "Settings", "SupervisorSettings",
            "load_settings"]
@@ -80,11 +81,6 @@ class Settings:
     conf: cfg.ConfigOpts | None = None
     # Unknown sections and keys: reported, never applied (see unknown_keys).
     warnings: list[ConfigWarning] = field(default_factory=list)
-
-
-def norm_group(section: str) -> str:
-    """oslo.config folds every section name but DEFAULT to lower case."""
-    return "DEFAULT" if section.upper() == "DEFAULT" else section.lower()
 
 
 class _Locator:
@@ -276,45 +272,6 @@ def _agent(conf: cfg.ConfigOpts, loc: _Locator, name: str) -> AgentSpec:
         directories=tuple(get("directories")[0]),
         env_origin=tuple((k, *origin[k]) for k in sorted(origin)),
     )
-
-
-def _known_keys(conf: cfg.ConfigOpts) -> dict[str, set[str]]:
-    """Option names per section kind, from what is registered (one source: opts.py
-    plus oslo.log's options, which configure our own log)."""
-    default = set()
-    for name in conf:
-        if not isinstance(getattr(conf, name, None), cfg.ConfigOpts.GroupAttr):
-            default.add(name)
-    return {
-        "DEFAULT": default,
-        "supervisor": {o.dest for o in opts.supervisor_opts},
-        "agent": {o.dest for o in opts.agent_opts},
-    }
-
-
-def unknown_keys(parsed: list[ParsedFile], conf: cfg.ConfigOpts) -> list[ConfigWarning]:
-    """Sections and keys of our own files that nothing reads, as systemd reports them."""
-    known = _known_keys(conf)
-    out: list[ConfigWarning] = []
-    for pf in parsed:
-        for sec, keys in pf.sections.items():
-            group = norm_group(sec)
-            if group in ("DEFAULT", "supervisor"):
-                names = known[group]
-            elif group == opts.AGENT_DEFAULTS or group.startswith(opts.AGENT_GROUP_PREFIX):
-                names = known["agent"]
-            else:
-                out.append(ConfigWarning(f"Unknown section '{sec}', ignoring", pf.path,
-                                         pf.section_lines.get(sec)))
-                continue
-            for key, occurrences in keys.items():
-                if key not in names:
-                    for _, line in occurrences:
-                        out.append(ConfigWarning(
-                            f"Unknown key name '{key}' in section '{sec}', ignoring",
-                            pf.path, line))
-    out.sort(key=lambda w: (w.path or "", w.line or 0))
-    return out
 
 
 def _refuse_nul(parsed: list[ParsedFile]) -> None:
