@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from oslo_config import cfg
 
+from hvsupervisor.config.parse import norm_group
 from hvsupervisor.config.plan import Plan
 from hvsupervisor.config.secrets import mask_text, mask_value  # noqa: F401 (re-exported)
 
@@ -34,10 +35,6 @@ from hvsupervisor.config.secrets import mask_text, mask_value  # noqa: F401 (re-
 MULTI_OPTS = {("pci", "device_spec"), ("pci", "alias"), ("pci", "passthrough_whitelist")}
 
 _RESERVED = {"config_file", "config_dir", "config_source"}
-
-
-def _norm_group(section: str) -> str:
-    return "DEFAULT" if section.upper() == "DEFAULT" else section.lower()
 
 
 @dataclass
@@ -73,7 +70,7 @@ class Effective:
         known: dict[str, set[str]] = {}
         for pf in plan.parsed:
             for section, keys in pf.sections.items():
-                known.setdefault(_norm_group(section), set()).update(keys)
+                known.setdefault(norm_group(section), set()).update(keys)
         for group, keys in known.items():
             for key in sorted(keys):
                 name = key.replace("-", "_")
@@ -105,12 +102,12 @@ class Effective:
 
     def explain(self, section: str, option: str) -> Explanation:
         """Effective value (unmasked) and provenance of ``[section] option``."""
-        group = _norm_group(section)
+        group = norm_group(section)
         name = option.replace("-", "_")
         contributors = []
         for pf in self.plan.parsed:
             for sec, keys in pf.sections.items():
-                if _norm_group(sec) == group and (name in keys or option in keys):
+                if norm_group(sec) == group and (name in keys or option in keys):
                     for _value, line in keys.get(name, keys.get(option, [])):
                         contributors.append((str(pf.path), line))
         cli = self._cli_value(group, name)
@@ -148,7 +145,7 @@ def _raw_last(plan: Plan, group: str, name: str) -> str | None:
     value = None
     for pf in plan.parsed:
         for sec, keys in pf.sections.items():
-            if _norm_group(sec) == group and name in keys:
+            if norm_group(sec) == group and name in keys:
                 value = keys[name][-1][0]
     return value
 

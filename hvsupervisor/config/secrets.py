@@ -30,6 +30,8 @@ from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 
+from hvsupervisor.config.parse import norm_group
+
 MASK = "****"
 ENTRY_POINT_GROUP = "oslo.config.opts"
 
@@ -55,12 +57,6 @@ def secret_name(option: str) -> bool:
     return bool(_SECRET_NAME.search(option.lstrip("-").replace("-", "_")))
 
 
-def _norm_group(section: str | None) -> str:
-    if not section or section.upper() == "DEFAULT":
-        return "DEFAULT"
-    return section.lower()
-
-
 def mask_value(option: str, value: str | None, section: str | None = None,
                declared: frozenset[tuple[str, str]] | None = None) -> str | None:
     """Mask a value for display: the whole value when the option is secret (declared
@@ -68,7 +64,8 @@ def mask_value(option: str, value: str | None, section: str | None = None,
     if value is None:
         return None
     name = option.replace("-", "_")
-    if value and ((_norm_group(section), name) in (declared or ()) or secret_name(name)):
+    group = norm_group(section or "DEFAULT")
+    if value and ((group, name) in (declared or ()) or secret_name(name)):
         return MASK
     return mask_text(value)
 
@@ -142,7 +139,7 @@ def _load(eps: Iterable[metadata.EntryPoint]) -> set[tuple[str, str]]:
             name = getattr(group, "name", group)
             for opt in opts:
                 if getattr(opt, "secret", False):
-                    found.add((_norm_group(name), opt.dest))
+                    found.add((norm_group(name or "DEFAULT"), opt.dest))
     return found
 
 
