@@ -12,6 +12,7 @@ import re
 
 from oslo_config import cfg, types
 
+from hvsupervisor import paths
 from hvsupervisor.config import types as hvtypes
 
 AGENT_GROUP_PREFIX = "agent:"
@@ -19,13 +20,15 @@ AGENT_GROUP_PREFIX = "agent:"
 # itself; `environment` merges key by key (config/settings.py).
 AGENT_DEFAULTS = "agent_defaults"
 
-# Agent names, modelled on systemd's unit-name rules: ASCII letters, digits and
-# "_.@-", starting with a letter or digit (so never "-x", "." or ".."), no "/",
-# at most 64 bytes. The name becomes <log_dir>/<name>.log and the unix socket
+# Agent names, modelled on systemd's unit-name rules: lower-case ASCII letters,
+# digits and "_.@-", starting with a letter or digit (so never "-x", "." or
+# ".."), no "/", at most 64 bytes. Lower case because oslo.config folds section
+# names: [agent:Foo] and [agent:foo] would be one section with two log files.
+# The name becomes <log_dir>/<name>.log and the unix socket
 # <run_dir>/notify/<name>.sock, so it must be a plain file name, short enough
 # that the socket path fits sockaddr_un's 108 bytes under a normal run dir.
 AGENT_NAME_MAX = 64
-AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]*\Z")
+AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_.@-]*\Z")
 
 
 def agent_name_problem(name: str) -> str | None:
@@ -35,8 +38,8 @@ def agent_name_problem(name: str) -> str | None:
     if len(name) > AGENT_NAME_MAX:
         return f"an agent name is at most {AGENT_NAME_MAX} characters"
     if not name.isascii() or not AGENT_NAME.match(name):
-        return ("an agent name is ASCII letters, digits and '_.@-', starting with a "
-                "letter or digit")
+        return ("an agent name is lower-case ASCII letters, digits and '_.@-', starting "
+                "with a letter or digit")
     if ".." in name:
         return "an agent name must not contain '..'"
     return None
@@ -71,7 +74,7 @@ default_opts = [
     ),
     cfg.StrOpt(
         "run_dir",
-        default="/run/hvsupervisor",
+        default=paths.DEFAULT_RUN_DIR,
         help="Sockets (control, per-agent notify) and the lock. Overridden by --run-dir.",
     ),
 ]

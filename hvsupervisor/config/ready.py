@@ -16,7 +16,7 @@ MAX_ALIVE = 86400.0
 
 @dataclass(frozen=True)
 class ReadyRule:
-    """How an agent's readiness is decided (README "Readiness")."""
+    """How an agent's readiness is decided (doc/upstream-behaviour.md section 3)."""
 
     kind: str  # notify | alive | tcp | unix | ovsdb-bridge
     seconds: float | None = None

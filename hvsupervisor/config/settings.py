@@ -28,7 +28,7 @@ from hvsupervisor.config.unknown_keys import unknown_keys
 __all__ = ["CONF_D", "AgentSpec", "ReadyRule", "Settings", "SupervisorSettings",
            "load_settings"]
 
-CONF_D = "hvsupervisor.conf.d"
+CONF_D = paths.CATALOG_CONF_D
 
 
 @dataclass(frozen=True)
@@ -286,11 +286,7 @@ def _refuse_nul(parsed: list[ParsedFile]) -> None:
 
 
 def _agent_names(parsed: list[ParsedFile]) -> list[str]:
-    """Every [agent:NAME] section, its NAME checked against opts.AGENT_NAME.
-
-    Names must be lower case: oslo.config folds section names, so [agent:Foo]
-    and [agent:foo] would be one section with two log files.
-    """
+    """Every [agent:NAME] section, its NAME checked against opts.AGENT_NAME."""
     names: set[str] = set()
     for pf in parsed:
         for sec, line in pf.section_lines.items():
@@ -298,8 +294,6 @@ def _agent_names(parsed: list[ParsedFile]) -> list[str]:
                 continue
             name = sec[len(opts.AGENT_GROUP_PREFIX):]
             problem = opts.agent_name_problem(name)
-            if problem is None and name != name.lower():
-                problem = "an agent name is lower case (oslo.config folds section names)"
             if problem:
                 shown = name if name.isascii() and name.isprintable() else ascii(name)
                 raise ConfigError(f"[agent:{shown[:80]}]: invalid agent name: {problem}",
