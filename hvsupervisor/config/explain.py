@@ -12,7 +12,7 @@ Which file:line set the value comes from our own line-recording parse
 (config/parse.py), in plan order: the last assignment in the last file that
 has the key is the one oslo uses. Not from oslo's ``get_location()``: in
 oslo.config 10.7 it names the *last parsed file* for every file value, not
-the file that set it (doc/upstream-behaviour.md; tests/unit/test_explain.py
+the file that set it (doc/upstream-behaviour.md section 9; tests/unit/test_explain.py
 shows the library's answer beside ours).
 
 Precedence above files, as oslo applies it: the command line, then

@@ -12,7 +12,7 @@
    last parsed file wins.
 
 Which names of a conf.d dir count is oslo.config's own ``--config-dir`` rule,
-exactly (``oslo_selects``; doc/upstream-behaviour.md, "conf.d selection"):
+exactly (``oslo_selects``; doc/upstream-behaviour.md section 9):
 ``sorted(glob.glob(os.path.join(dir, '*.conf')))``. glob's ``*`` never
 matches a leading dot, so ``.30-c.conf`` and an editor's lock link
 ``.#50-site.conf`` are skipped, whatever they point to; the match is case
