@@ -126,3 +126,17 @@ def test_secrets_stay_out_of_status_plan_log_and_status_line(node):
     log = node.log_dir / "hvsupervisor.log"
     assert SECRET not in log.read_text() and SECRET not in node.output()
     assert stat.S_IMODE(log.stat().st_mode) == 0o640
+
+
+def test_reload_refuses_a_bad_environment_key_and_sigterm_still_stops(node):
+    """Before: an env key with '=' added by a reload left the agent stuck in
+    'stopping' and SIGTERM no longer stopped the supervisor."""
+    _base(node)
+    node.start()
+    pid = node.agent_status("a")["pid"]
+    bad = node.snippet("hvsupervisor.conf.d/60-env.conf", "[agent:a]\nenvironment = A=B:x\n")
+    rel = node.hv("reload")
+    assert rel.returncode != 0 and f"{bad}:2" in rel.stderr + rel.stdout
+    a = node.agent_status("a")
+    assert (a["state"], a["pid"]) == ("ready", pid)
+    assert node.stop() == 0
