@@ -209,3 +209,25 @@ def test_libvirt_gate_without_libvirt_python(monkeypatch):
 
     asyncio.run(watch())
     assert [(s.open, s.reason) for s in seen] == [(False, NOT_INSTALLED)]
+
+
+def test_ovs_loads_without_importing_eventlet(tmp_path):
+    """ovs.poller probes eventlet on import (0.45 s beside neutron): the gate blocks it.
+
+    A stand-in ``eventlet`` package on the path records being imported, as the
+    real one installed beside neutron would be."""
+    import subprocess
+    import sys
+
+    fake = tmp_path / "eventlet"
+    fake.mkdir()
+    marker = tmp_path / "eventlet-imported"
+    (fake / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    code = ("import sys\nfrom hvsupervisor.host import ovsdb\n"
+            "ovsdb._import_ovs_without_green_threads()\nimport ovs.db.idl\n"
+            "print('ovs.poller' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert (out.returncode, out.stdout.split()) == (0, ["True"]), out.stderr
+    assert not marker.exists()
