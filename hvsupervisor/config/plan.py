@@ -153,7 +153,14 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
     argv = list(command)
     for f in files:
         argv += ["--config-file", f.path]
-    env = {k: _substitute(v, values, spec.name, "environment") for k, v in spec.environment}
+    origin = {k: (path, line) for k, path, line in spec.env_origin}
+    env = {}
+    for k, v in spec.environment:
+        try:
+            env[k] = _substitute(v, values, spec.name, "environment")
+        except ConfigError as exc:
+            path, line = origin.get(k, (None, None))  # the catalog line that set k
+            raise ConfigError(exc.reason, path, line) from None
     ready = ReadyRule.parse(_substitute(spec.ready, values, spec.name, "ready"))
     return Plan(
         agent=spec.name,
@@ -168,7 +175,7 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         directories=tuple(_substitute(d, values, spec.name, "directories")
                           for d in spec.directories),
         parsed=tuple(parsed),
-        env_origin={k: (path, line) for k, path, line in spec.env_origin},
+        env_origin=origin,
     )
 
 
