@@ -171,3 +171,13 @@ def test_unknown_placeholder_in_inherited_environment_is_located(layout):
         build_plan(s, s.agents["alpha"])
     assert (err.value.path, err.value.line) == (str(p), 3)
     assert "{nope}" in str(err.value)
+
+
+@pytest.mark.parametrize("option", ["command = /bin/true {nope}", "ready = unix:{nope}/s",
+                                    "directories = {nope}/x"])
+def test_unknown_placeholder_names_its_line(layout, option):
+    p = layout.write("override", "hvsupervisor.conf.d/10-x.conf", f"[agent:alpha]\n\n{option}\n")
+    s = layout.settings()
+    with pytest.raises(ConfigError) as err:
+        build_plan(s, s.agents["alpha"])
+    assert (err.value.path, err.value.line) == (str(p), 3)
