@@ -28,11 +28,13 @@ def _plan(args: argparse.Namespace, settings: Settings) -> int:
     print(f"agent:  {plan.agent}")
     print(f"digest: {plan.digest}")
     print(f"ready:  {plan.ready}")
+    print(f"user:   {data['user']}")
     print("argv:   " + " ".join(data["argv"]))
     if data["env"]:
         print("env:")
         for k, v in sorted(data["env"].items()):
-            print(f"  {k}={v}")
+            note = "   (supplied by the supervisor: privsep broker)" if k in plan.supplied else ""
+            print(f"  {k}={v}{note}")
     print()
     print(table(["#", "layer", "file"],
                 [(i + 1, f["layer"], f["path"]) for i, f in enumerate(data["files"])]))

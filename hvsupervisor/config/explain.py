@@ -132,8 +132,11 @@ class Effective:
                                "command line", contributors)
         env = self._env_value(group, name)
         if env is not None:
+            key = f"OS_{group.upper()}__{name.upper()}"
+            source = (f"environment {key}, supplied by the supervisor (privsep broker)"
+                      if key in self.plan.supplied else "environment")
             return Explanation(self.plan.agent, section, option, env, None, None,
-                               "environment", contributors)
+                               source, contributors)
         if not contributors:
             return Explanation(self.plan.agent, section, option, None, None, None, "unset")
         grp = None if group == "DEFAULT" else group

@@ -24,6 +24,8 @@ from hvsupervisor.config import layers
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.parse import ParsedFile, parse_file
 from hvsupervisor.config.settings import AgentSpec, ReadyRule, Settings
+from hvsupervisor.privsep import planning as privsep_planning
+from hvsupervisor.privsep.identity import Identity
 from hvsupervisor.systemd.journal import journal_available
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -50,6 +52,12 @@ class Plan:
     # nothing the running daemon sees.
     directories: tuple[str, ...] = ()
     parsed: tuple[ParsedFile, ...] = field(default=(), compare=False, repr=False)
+    # Who the agent runs as (None: root) and what its privsep broker allows;
+    # ``supplied`` are the env keys the supervisor adds (privsep/planning.py).
+    identity: Identity | None = None
+    privsep_contexts: tuple[str, ...] = ()
+    root_helper: bool = False
+    supplied: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         return {
@@ -58,6 +66,8 @@ class Plan:
             "env": dict(self.env),
             "files": [{"path": f.path, "layer": f.layer} for f in self.files],
             "digest": self.digest,
+            "user": self.identity.describe() if self.identity else "root",
+            "supplied_by_supervisor": list(self.supplied),
         }
 
 
@@ -150,6 +160,11 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
     for f in files:
         argv += ["--config-file", f.path]
     env = {k: _substitute(v, values, spec.name, "environment") for k, v in spec.environment}
+    ident = privsep_planning.resolve_identity(settings, spec)
+    supplied = privsep_planning.supplied_env(spec, ident, bindir, settings.run_dir)
+    env.update(supplied)
+    if ident is not None:  # a changed uid/gid/groups restarts the agent
+        blobs = [*blobs, ident.key().encode()]
     ready = ReadyRule.parse(_substitute(spec.ready, values, spec.name, "ready"))
     return Plan(
         agent=spec.name,
@@ -164,6 +179,10 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         directories=tuple(_substitute(d, values, spec.name, "directories")
                           for d in spec.directories),
         parsed=tuple(parsed),
+        identity=ident,
+        privsep_contexts=tuple(ctx for ctx, _section in spec.privsep_contexts),
+        root_helper=spec.root_helper,
+        supplied=tuple(sorted(supplied)),
     )
 
 

@@ -84,6 +84,12 @@ class AgentSpec:
     stop_timeout: float
     environment: tuple[tuple[str, str], ...]
     directories: tuple[str, ...] = ()
+    # Who the agent runs as (privsep/identity.py); "" = root, as before.
+    user: str = ""
+    group: str = ""
+    supplementary_groups: tuple[str, ...] = ()
+    privsep_contexts: tuple[tuple[str, str], ...] = ()  # (context pypath, section)
+    root_helper: bool = False
 
 
 @dataclass(frozen=True)
@@ -205,6 +211,12 @@ def _agent(conf: cfg.ConfigOpts, loc: _Locator, section: str) -> AgentSpec:
         stop_timeout=_get(conf, loc, section, "stop_timeout"),
         environment=tuple(sorted(env.items())),
         directories=tuple(_get(conf, loc, section, "directories")),
+        user=_get(conf, loc, section, "user").strip(),
+        group=_get(conf, loc, section, "group").strip(),
+        supplementary_groups=tuple(_get(conf, loc, section, "supplementary_groups")),
+        privsep_contexts=tuple(sorted((_get(conf, loc, section, "privsep_contexts")
+                                       or {}).items())),
+        root_helper=_get(conf, loc, section, "root_helper"),
     )
 
 
