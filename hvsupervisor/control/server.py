@@ -67,7 +67,7 @@ class ControlServer:
         sup = self.supervisor
         cmd = request.get("cmd")
         if cmd == "status":
-            return {"ok": True, **sup.status_json()}
+            return {"ok": True, **sup.node_status().to_primitive()}
         if cmd == "reload":
             return await sup.reload()
         if cmd in ("start", "stop", "restart"):
