@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hvsupervisor.install_units import install
+from hvsupervisor.cmd.install_units import install
 
 SYSUSERS = Path(__file__).resolve().parents[2] / "units" / "sysusers.d" / "hvsupervisor.conf"
 
