@@ -51,6 +51,10 @@ class UserAgents:
             for d in (self.settings.run_dir, self.settings.run_dir / "notify",
                       self.settings.log_dir):
                 os.chmod(d, TRAVERSE)
+            for d in (*self.settings.run_dir.parents, *self.settings.log_dir.parents):
+                if not d.stat().st_mode & 0o001:
+                    LOG.warning("event=not-traversable path=%s: agents that run as users "
+                                "cannot reach their sockets or logs below it", d)
         self.broker.configure(grants)
 
     def _close_broker(self) -> None:

@@ -27,19 +27,8 @@ from hvsupervisor.systemd.journal import log_file_fd
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _reachable_by_others(path: str) -> bool:
-    real = Path(os.path.realpath(path))
-    return all(p.stat().st_mode & 0o001 for p in real.parents)
-
-
-# The interpreter the users run: this venv's, unless it resolves into a
-# directory they cannot search (a pyenv build under /root); then the system
-# python3 of the same version, with this venv's packages on PYTHONPATH.
-SITE = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
-if _reachable_by_others(sys.executable):
-    PY, PYTHONPATH = sys.executable, str(ROOT)
-else:
-    PY, PYTHONPATH = "/usr/bin/python3", f"{ROOT}:{SITE}"
+PY = sys.executable
+PYTHONPATH = str(ROOT)
 BINDIR = str(Path(sys.executable).parent)  # privsep-helper, run by the broker as root
 AGENT = str(ROOT / "tests" / "privsep_agent.py")
 CONTEXT = "tests.privsep_ctx.context"
@@ -47,16 +36,17 @@ SECTION_ENV = "OS_HVSUP_TEST_PRIVSEP__HELPER_COMMAND"
 
 
 def venv_traversable() -> None:
-    """Let unprivileged users reach this interpreter's venv (tox makes .tox 0700).
+    """Let unprivileged users run this interpreter and its venv (tox makes .tox 0700).
 
-    Only the search (x) bit is added, on the venv's ancestors: what an
-    install in /opt/hvsupervisor has anyway for agents that run as users.
+    Only the search (x) bit is added, on the ancestors of the venv and of
+    the real interpreter (a pyenv build under /root on a developer box):
+    what an install in /opt/hvsupervisor has anyway for agents run as users.
     """
-    path = Path(sys.prefix)
-    for directory in [path, *path.parents]:
-        mode = directory.stat().st_mode
-        if mode & 0o001 == 0:
-            directory.chmod((mode & 0o7777) | 0o011)
+    for top in (Path(sys.prefix), Path(os.path.realpath(sys.executable)).parent):
+        for directory in [top, *top.parents]:
+            mode = directory.stat().st_mode
+            if mode & 0o001 == 0:
+                directory.chmod((mode & 0o7777) | 0o011)
 
 
 def make_user(name: str) -> identity.Identity:
