@@ -23,7 +23,7 @@ from hvsupervisor import paths
 from hvsupervisor.config import layers
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.parse import ParsedFile, parse_file
-from hvsupervisor.config.settings import AgentSpec, ReadyRule, Settings
+from hvsupervisor.config.settings import AgentSpec, ReadyRule, Settings, service_of
 from hvsupervisor.privsep import planning as privsep_planning
 from hvsupervisor.privsep.identity import Identity
 from hvsupervisor.systemd.journal import journal_available
@@ -58,6 +58,9 @@ class Plan:
     privsep_contexts: tuple[str, ...] = ()
     root_helper: bool = False
     supplied: tuple[str, ...] = ()
+    # Which catalog file:line set each env var (merged over [agent_defaults]).
+    env_origin: Mapping[str, tuple[str, int]] = field(default_factory=dict, compare=False,
+                                                      repr=False)
 
     def to_json(self) -> dict:
         return {
@@ -149,6 +152,7 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         "run_dir": str(settings.run_dir),
         "agent": spec.name,
         "bindir": str(bindir),
+        **({"service": svc} if (svc := service_of(spec.config_files)) else {}),
         "config_files": ";".join(f.path for f in files),
         # Whether agents' stdout/stderr reach the journal: then oslo.log may
         # write there too without doubling lines in the file log.
@@ -183,6 +187,7 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         privsep_contexts=tuple(ctx for ctx, _section in spec.privsep_contexts),
         root_helper=spec.root_helper,
         supplied=tuple(sorted(supplied)),
+        env_origin={k: (path, line) for k, path, line in spec.env_origin},
     )
 
 

@@ -43,29 +43,12 @@ class Layout:
 
     root: Path
 
-    @property
-    def override(self) -> Path:
-        return self.root / "override"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "log"
-
-    @property
-    def run(self) -> Path:
-        return self.root / "run"
-
-    @property
-    def ovs(self) -> Path:
-        return self.root / "ovs"
-
-    @property
-    def rabbit(self) -> Path:
-        return self.root / "rabbit"
+    override = property(lambda self: self.root / "override")
+    state = property(lambda self: self.root / "state")
+    log = property(lambda self: self.root / "log")
+    run = property(lambda self: self.root / "run")
+    ovs = property(lambda self: self.root / "ovs")
+    rabbit = property(lambda self: self.root / "rabbit")
 
     @property
     def control_socket(self) -> Path:
@@ -246,7 +229,7 @@ def run(demo_dir: Path, defaults_dir: Path | None = None) -> int:
         ovs = services.start_ovs(ns, layout.ovs, env)
         rabbit = services.start_rabbit(ns, layout.rabbit, RABBIT_PORT, env)
         profile.write_profile(
-            layout.override, layout.state, defaults / paths.CATALOG_NAME, HOST,
+            layout.override, layout.state, HOST,
             f"rabbit://guest:guest@127.0.0.1:{RABBIT_PORT}/", ovs.connection,
             database.connection(layout.state), ovs.env())
         plans = build_plans(load_settings(defaults, layout.override, str(layout.state),
