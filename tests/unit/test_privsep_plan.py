@@ -76,3 +76,29 @@ def test_run_and_validate_refuse_a_missing_user_with_exit_78(layout):
         assert out.returncode == 78, out.stderr
         assert "user 'no-such-user-hv' does not exist" in out.stderr
     assert not (layout.root / "run").exists()
+
+
+def test_shipped_catalog_as_users_supplies_every_privsep_section(tmp_path):
+    """The shipped contexts: one helper_command per section, root_helper for neutron."""
+    from pathlib import Path
+
+    from hvsupervisor.config.settings import load_settings
+
+    etc = Path(__file__).resolve().parents[2] / "etc"
+    snip = tmp_path / "hvsupervisor.conf.d" / "50-users.conf"
+    snip.parent.mkdir()
+    snip.write_text("[agent:neutron-dhcp-agent]\nuser = nobody\n"
+                    "supplementary_groups =\n"
+                    "[agent:nova-compute]\nuser = nobody\nsupplementary_groups =\n")
+    s = load_settings(etc, tmp_path)
+    dhcp = build_plan(s, s.agents["neutron-dhcp-agent"])
+    assert set(dhcp.supplied) == {
+        "OS_PRIVSEP__HELPER_COMMAND", "OS_PRIVSEP_LINK__HELPER_COMMAND",
+        "OS_PRIVSEP_NAMESPACE__HELPER_COMMAND", "OS_PRIVSEP_OVS_VSCTL__HELPER_COMMAND",
+        "OS_PRIVSEP_DHCP_RELEASE__HELPER_COMMAND", "OS_AGENT__ROOT_HELPER"}
+    nova = build_plan(s, s.agents["nova-compute"])
+    assert set(nova.supplied) == {"OS_NOVA_SYS_ADMIN__HELPER_COMMAND",
+                                  "OS_VIF_PLUG_OVS_PRIVILEGED__HELPER_COMMAND",
+                                  "OS_PRIVSEP_OSBRICK__HELPER_COMMAND"}
+    # Shipped default: root, nothing supplied.
+    assert build_plan(s, s.agents["neutron-l3-agent"]).supplied == ()
