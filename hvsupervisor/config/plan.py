@@ -24,6 +24,8 @@ from hvsupervisor.config import layers
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.parse import ParsedFile, parse_file
 from hvsupervisor.config.settings import AgentSpec, ReadyRule, Settings, service_of
+from hvsupervisor.privsep import planning as privsep_planning
+from hvsupervisor.privsep.identity import Identity
 from hvsupervisor.systemd.journal import journal_available
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -50,6 +52,12 @@ class Plan:
     # nothing the running daemon sees.
     directories: tuple[str, ...] = ()
     parsed: tuple[ParsedFile, ...] = field(default=(), compare=False, repr=False)
+    # Who the agent runs as (None: root) and what its privsep broker allows;
+    # ``supplied`` are the env keys the supervisor adds (privsep/planning.py).
+    identity: Identity | None = None
+    privsep_contexts: tuple[str, ...] = ()
+    root_helper: bool = False
+    supplied: tuple[str, ...] = ()
     # Which catalog file:line set each env var (merged over [agent_defaults]).
     env_origin: Mapping[str, tuple[str, int]] = field(default_factory=dict, compare=False,
                                                       repr=False)
@@ -61,6 +69,8 @@ class Plan:
             "env": dict(self.env),
             "files": [{"path": f.path, "layer": f.layer} for f in self.files],
             "digest": self.digest,
+            "user": self.identity.describe() if self.identity else "root",
+            "supplied_by_supervisor": list(self.supplied),
         }
 
 
@@ -170,6 +180,11 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         except ConfigError as exc:
             path, line = origin.get(k, (None, None))  # the catalog line that set k
             raise ConfigError(exc.reason, path, line) from None
+    ident = privsep_planning.resolve_identity(settings, spec)
+    supplied = privsep_planning.supplied_env(spec, ident, bindir, settings.run_dir)
+    env.update(supplied)
+    if ident is not None:  # a changed uid/gid/groups restarts the agent
+        blobs = [*blobs, ident.key().encode()]
     ready = ReadyRule.parse(sub(spec.ready, "ready"))
     return Plan(
         agent=spec.name,
@@ -183,6 +198,10 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         stop_timeout=spec.stop_timeout,
         directories=tuple(sub(d, "directories") for d in spec.directories),
         parsed=tuple(parsed),
+        identity=ident,
+        privsep_contexts=tuple(ctx for ctx, _section in spec.privsep_contexts),
+        root_helper=spec.root_helper,
+        supplied=tuple(sorted(supplied)),
         env_origin=origin,
     )
 

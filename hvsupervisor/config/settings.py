@@ -46,6 +46,12 @@ class AgentSpec:
     stop_timeout: float
     environment: tuple[tuple[str, str], ...]
     directories: tuple[str, ...] = ()
+    # Who the agent runs as (privsep/identity.py); "" = root, as before.
+    user: str = ""
+    group: str = ""
+    supplementary_groups: tuple[str, ...] = ()
+    privsep_contexts: tuple[tuple[str, str], ...] = ()  # (context pypath, section)
+    root_helper: bool = False
     # Where each environment key was set: (key, file, line), for plan/explain.
     env_origin: tuple[tuple[str, str, int], ...] = ()
     # Where command, ready and directories were set: (option, file, line), so
@@ -287,6 +293,11 @@ def _agent(conf: cfg.ConfigOpts, loc: _Locator, name: str) -> AgentSpec:
         environment=tuple(sorted(env.items())),
         directories=tuple(get("directories")[0]),
         env_origin=tuple((k, *origin[k]) for k in sorted(origin)),
+        user=get("user")[0].strip(),
+        group=get("group")[0].strip(),
+        supplementary_groups=tuple(get("supplementary_groups")[0]),
+        privsep_contexts=tuple(sorted((get("privsep_contexts")[0] or {}).items())),
+        root_helper=get("root_helper")[0],
     )
     return dataclasses.replace(spec, origins=tuple(origins))
 
