@@ -105,6 +105,44 @@ supervisor_opts = [
     ),
 ]
 
+health_opts = [
+    cfg.FloatOpt(
+        "health_interval",
+        default=60.0,
+        min=1,
+        help="Seconds between liveness probes of a ready agent whose ready rule is rpc "
+        "or http (+/-10 %% jitter). Each probe is one RPC call to the agent's own queue "
+        "or one HTTP request.",
+    ),
+    cfg.IntOpt(
+        "health_failures",
+        default=3,
+        min=1,
+        help="Consecutive unanswered probes, while the control plane is reachable, that "
+        "make an agent hung: it is killed and restarted like a crash (backoff and "
+        "flapping apply). While the bus is unreachable nothing is restarted.",
+    ),
+    cfg.FloatOpt(
+        "health_timeout",
+        default=10.0,
+        min=0.5,
+        help="Seconds one probe waits for the agent's answer.",
+    ),
+    cfg.StrOpt(
+        "metrics_textfile",
+        default="/var/lib/prometheus/node-exporter/hvsupervisor.prom",
+        help="Prometheus metrics written atomically for node_exporter's textfile "
+        "collector (Debian's directory by default). Empty: no file. A missing "
+        "directory is logged once and skipped.",
+    ),
+    cfg.StrOpt(
+        "metrics_listen",
+        default="",
+        help="HOST:PORT to serve the same metrics over HTTP (/metrics). Empty (the "
+        "default): no listener.",
+    ),
+]
+
 agent_opts = [
     cfg.StrOpt(
         "command",
@@ -166,6 +204,6 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Options for oslo-config-generator (one example agent section)."""
     return [
         ("DEFAULT", default_opts),
-        ("supervisor", supervisor_opts),
+        ("supervisor", supervisor_opts + health_opts),
         (AGENT_GROUP_PREFIX + "NAME", agent_opts),
     ]

@@ -33,6 +33,12 @@ from hvsupervisor import deps, process
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.plan import Plan, build_plans
 from hvsupervisor.config.settings import Settings, load_settings
+from hvsupervisor.health import outcome as oc
+from hvsupervisor.health import policy as hp
+from hvsupervisor.health.client import ProberClient
+from hvsupervisor.health.http import http_probe
+from hvsupervisor.health.metrics import AgentMetrics, MetricsSink, build_registry, exit_code
+from hvsupervisor.health.targets import RpcTarget, rpc_target
 from hvsupervisor.lifecycle import (
     AgentLifecycle,
     BecameReady,
@@ -86,6 +92,14 @@ class Agent:
     deps_ok: bool | None = None
     gate: tuple[bool, str] | None = None
     removing: bool = False
+    # Health (health/): the rpc target resolved from the plan's files, the
+    # liveness record, the pid it is about, the next probe, and why we killed it.
+    rpc: RpcTarget | None = None
+    health: hp.AgentHealth | None = None
+    health_pid: int | None = None
+    health_timer: asyncio.TimerHandle | None = None
+    health_task: asyncio.Task | None = None
+    hung: str | None = None
 
     @property
     def name(self) -> str:
@@ -116,6 +130,10 @@ def _ready_kind(plan: Plan) -> tuple[str, float | None]:
     if kind == "notify":
         return "notify", None
     return "probe", None
+
+
+PROBE_KINDS = ("tcp", "unix", "ovsdb-bridge", "rpc", "http")
+HEALTH_KINDS = ("rpc", "http")
 
 
 def _lean(plan: Plan) -> Plan:
@@ -176,16 +194,22 @@ class Supervisor:
         self._watchdog: asyncio.TimerHandle | None = None
         self._ready_timer: asyncio.TimerHandle | None = None
         self.reaper: process.Reaper | None = None
+        self.prober = ProberClient()
+        self.control_plane = hp.UNKNOWN
+        s = settings.supervisor
+        self.metrics = MetricsSink(s.metrics_textfile, s.metrics_listen)
 
     # ------------------------------------------------------------------ setup
 
     def _make_agent(self, plan: Plan) -> Agent:
+        target = rpc_target(plan)  # needs the parsed files: before _lean
         plan = _lean(plan)
         kind, alive = _ready_kind(plan)
         machine = AgentLifecycle(
             plan.agent, _policy(self.settings), plan.stop_timeout, kind, alive, self.rng
         )
-        agent = Agent(plan=plan, machine=machine)
+        agent = Agent(plan=plan, machine=machine, rpc=target,
+                      health=hp.AgentHealth(self.settings.supervisor.health_failures))
         notify_dir = self.settings.run_dir / "notify"
         agent.listener = NotifyListener(
             str(notify_dir / f"{plan.agent}.sock"),
@@ -237,6 +261,7 @@ class Supervisor:
         self._changed.set()
 
     def _after_event(self, agent: Agent) -> None:
+        self._health_follow(agent)
         if agent.removing and agent.machine.state in (State.STOPPED, State.FAILED,
                                                       State.WAITING):
             if not agent.running:
@@ -274,6 +299,8 @@ class Supervisor:
             agent.probe.cancel()
             agent.probe = None
         last = _last_line(agent.log_path)
+        if agent.hung is not None:
+            last, agent.hung = agent.hung, None
         LOG.info("event=exit agent=%s pid=%d %s", name, pid,
                  process.describe_exit(returncode, sig))
         self._post(name, Exited(pid, returncode, sig, last))
@@ -370,7 +397,7 @@ class Supervisor:
         LOG.info("event=spawn agent=%s pid=%d digest=%s", agent.name, pid,
                  agent.plan.digest[:12])
         self._post(agent.name, Spawned(pid))
-        if agent.plan.ready.kind in ("tcp", "unix", "ovsdb-bridge"):
+        if agent.plan.ready.kind in PROBE_KINDS:
             agent.probe = asyncio.ensure_future(self._probe(agent.name, pid))
 
     async def _probe(self, name: str, pid: int) -> None:
@@ -381,11 +408,150 @@ class Supervisor:
         if rule.kind == "ovsdb-bridge":
             assert rule.bridge is not None
             await wait_bridge(self._ovsdb_remote(), rule.bridge)
+        elif rule.kind in HEALTH_KINDS:
+            for delay in hp.ready_delays():
+                result = await self._probe_once(agent)
+                if agent.machine.pid != pid:
+                    return
+                self._record(agent, result, counting=False)
+                if result.ok:
+                    break
+                await asyncio.sleep(delay)
         else:
             await wait_accepting(rule)
         agent.probe = None
         self._post(name, BecameReady(pid))
         self._drain()
+
+    # ----------------------------------------------------------------- health
+
+    async def _probe_once(self, agent: Agent) -> oc.ProbeResult:
+        """One rpc or http probe of ``agent`` (doc/health.md)."""
+        rule = agent.plan.ready
+        timeout = self.settings.supervisor.health_timeout
+        if rule.kind == "http":
+            assert rule.url is not None
+            return await http_probe(rule.url, rule.status, timeout)
+        if agent.rpc is None or agent.rpc.url is None:
+            return oc.ProbeResult(oc.ERROR, "no [DEFAULT] transport_url in the agent's config")
+        return await self.prober.probe(agent.rpc.request(timeout))
+
+    def _record(self, agent: Agent, result: oc.ProbeResult, counting: bool = True) -> bool:
+        """Note a probe in the agent's health and the node's control-plane state.
+
+        Returns True when the agent is hung. A readiness probe (``counting``
+        False) updates what status shows but never counts a failure: a
+        starting agent is judged by its ready_timeout, not by liveness.
+        """
+        assert agent.health is not None
+        if agent.plan.ready.kind == "rpc":
+            state = hp.control_plane(result.outcome, self.control_plane)
+            if state != self.control_plane:
+                self._control_plane_changed(state, agent, result)
+        if counting:
+            hung = agent.health.record(result, time.time(), self.control_plane)
+        else:
+            failures = agent.health.failures
+            agent.health.record(result, time.time(), self.control_plane)
+            agent.health.failures = failures
+            if not result.ok:
+                agent.health.state = hp.UNKNOWN
+            hung = False
+        self._write_metrics()
+        return hung
+
+    def _control_plane_changed(self, state: str, agent: Agent,
+                               result: oc.ProbeResult) -> None:
+        old, self.control_plane = self.control_plane, state
+        if state == hp.UNREACHABLE:
+            LOG.warning("event=control-plane state=unreachable agent=%s bus=%s detail=%s: "
+                        "node degraded, no agent is restarted for failing probes",
+                        agent.name, agent.rpc, result.detail)
+        elif old == hp.UNREACHABLE:
+            LOG.info("event=control-plane state=reachable agent=%s: recovered", agent.name)
+        else:
+            LOG.info("event=control-plane state=%s", state)
+        self._status = ""  # force STATUS= out with the new prefix
+        self._changed.set()
+        self._report()
+
+    def _health_follow(self, agent: Agent) -> None:
+        """Liveness runs while the agent is ready; a new process starts afresh."""
+        if agent.plan.ready.kind not in HEALTH_KINDS or agent.health is None:
+            return
+        if agent.machine.pid != agent.health_pid:
+            agent.health_pid = agent.machine.pid
+            agent.health.reset()
+        if agent.machine.ready and not self._shutting_down:
+            if agent.health_timer is None and agent.health_task is None:
+                self._health_schedule(agent)
+        else:
+            self._health_stop(agent)
+
+    def _health_schedule(self, agent: Agent) -> None:
+        assert self._loop is not None
+        delay = hp.next_delay(self.settings.supervisor.health_interval, self.rng)
+        agent.health_timer = self._loop.call_later(delay, self._health_tick, agent.name)
+
+    def _health_stop(self, agent: Agent) -> None:
+        if agent.health_timer is not None:
+            agent.health_timer.cancel()
+            agent.health_timer = None
+        if agent.health_task is not None:
+            agent.health_task.cancel()
+            agent.health_task = None
+
+    def _health_tick(self, name: str) -> None:
+        agent = self.agents.get(name)
+        if agent is None:
+            return
+        agent.health_timer = None
+        agent.health_task = asyncio.ensure_future(self._health_run(agent, agent.machine.pid))
+
+    async def _health_run(self, agent: Agent, pid: int | None) -> None:
+        try:
+            result = await self._probe_once(agent)
+        finally:
+            agent.health_task = None
+        if agent.machine.pid != pid or not agent.machine.ready or pid is None:
+            return  # the process changed under the probe: its answer is stale
+        assert agent.health is not None
+        hung = self._record(agent, result)
+        if hung:
+            why = (f"hung: {agent.health.failures} probes unanswered "
+                   f"({agent.health.last_error})")
+            LOG.error("event=hung agent=%s pid=%d %s; killing it (SIGKILL: a hung or stopped "
+                      "process may never act on SIGTERM) to restart it", agent.name, pid, why)
+            agent.hung = why
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return
+        if result.outcome != oc.ANSWERED:
+            LOG.warning("event=probe agent=%s health=%s outcome=%s detail=%s", agent.name,
+                        agent.health.label(), result.outcome, result.detail)
+        self._health_schedule(agent)
+
+    def _write_metrics(self) -> None:
+        node_ready = self._ready_sent and bool(self.agents) and all(
+            a.machine.ready for a in self.agents.values())
+        rows = []
+        for a in self.agents.values():
+            h = a.health
+            healthy = -1
+            if h is not None and h.state == hp.OK:
+                healthy = 1
+            elif h is not None and h.state == hp.FAILING:
+                healthy = 0
+            rows.append(AgentMetrics(
+                name=a.name, up=a.machine.pid is not None, ready=a.machine.ready,
+                healthy=healthy, restarts=a.machine.restarts,
+                last_exit_code=exit_code(a.machine.last_exit),
+                probe_duration=h.last_duration if h else None,
+                probe_timestamp=h.last_probe if h else None,
+                probe_failures=h.failures if h else 0))
+        self.metrics.update(build_registry(rows, self.control_plane, node_ready))
 
     # ------------------------------------------------------------- reporting
 
@@ -399,6 +565,9 @@ class Supervisor:
             self._degraded_ready = False  # a late agent caught up after ready_timeout
         elif self._degraded_ready:
             line = "degraded: " + line
+        if self.control_plane == hp.UNREACHABLE:
+            line = "degraded: control plane unreachable; " + line.removeprefix("degraded: ")
+        self._write_metrics()
         if line != self._status:
             self._status = line
             LOG.info("status: %s", line)
@@ -415,6 +584,8 @@ class Supervisor:
         line = summary_line(self.snapshots())
         if degraded:
             line = "degraded: " + line
+        if self.control_plane == hp.UNREACHABLE:
+            line = "degraded: control plane unreachable; " + line.removeprefix("degraded: ")
         self._status = line
         LOG.info("event=ready degraded=%s status=%s", degraded, line)
         self.notifier.ready_with_status(line)
@@ -441,6 +612,7 @@ class Supervisor:
             "ready": self._ready_sent and bool(self.agents)
             and all(a.machine.ready for a in self.agents.values()),
             "status": self._status,
+            "control_plane": self.control_plane,
             "agents": [
                 {
                     "name": a.name,
@@ -453,6 +625,8 @@ class Supervisor:
                     "degraded": a.machine.degraded,
                     "digest": a.plan.digest,
                     "argv": list(a.plan.argv),
+                    "ready_rule": str(a.plan.ready),
+                    "health": a.health.to_json() if a.health is not None else None,
                 }
                 for a in self.agents.values()
             ],
@@ -528,6 +702,7 @@ class Supervisor:
                 started.append(name)
                 continue
             old = agent.plan
+            agent.rpc = rpc_target(plan)
             agent.plan = _lean(plan)
             agent.machine.stop_timeout = plan.stop_timeout
             if plan.digest != old.digest and agent.machine.state is not State.STOPPED:
@@ -558,6 +733,7 @@ class Supervisor:
     def _forget(self, agent: Agent) -> None:
         for handle in agent.timers.values():
             handle.cancel()
+        self._health_stop(agent)
         if agent.listener is not None:
             agent.listener.close()
         self.agents.pop(agent.name, None)
@@ -621,6 +797,7 @@ class Supervisor:
         if self._ready_timer is not None:
             self._ready_timer.cancel()
         await self._stop_agents()
+        await self.prober.close()  # ours, not something an agent left behind
         await self._stop_dataplane()
 
     # -------------------------------------------------------------------- run
@@ -650,6 +827,11 @@ class Supervisor:
             due = time.monotonic() + interval / 2
             self._watchdog = self._loop.call_later(interval / 2, self._watchdog_tick,
                                                    interval, due)
+        try:
+            self.metrics.start()
+        except (OSError, ValueError) as exc:
+            LOG.error("metrics_listen %s: %s; serving no metrics endpoint",
+                      self.settings.supervisor.metrics_listen, exc)
         LOG.info("event=start agents=%s", ",".join(self.agents))
         self._refresh_conditions()
         self._drain()
@@ -665,5 +847,6 @@ class Supervisor:
         for agent in list(self.agents.values()):
             self._forget(agent)
         self.reaper.close()
+        self.metrics.close()
         LOG.info("event=stopped")
         return 0

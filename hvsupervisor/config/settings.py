@@ -34,6 +34,13 @@ class ReadyRule:
     port: int | None = None
     path: str | None = None
     bridge: str | None = None
+    # rpc: the agent's own RPC server (health/targets.py resolves host and bus)
+    exchange: str | None = None
+    topic: str | None = None
+    version: str | None = None
+    # http: a real HTTP response (and this status, if given)
+    url: str | None = None
+    status: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> ReadyRule:
@@ -55,8 +62,12 @@ class ReadyRule:
             return cls("unix", path=rest)
         if kind == "ovsdb-bridge" and rest:
             return cls("ovsdb-bridge", bridge=rest)
-        raise ValueError("expected notify, alive:SECONDS, tcp:HOST:PORT, unix:PATH or "
-                         "ovsdb-bridge:NAME")
+        if kind == "rpc" and rest:
+            return _parse_rpc(rest)
+        if kind == "http" and rest:
+            return _parse_http(rest)
+        raise ValueError("expected notify, alive:SECONDS, tcp:HOST:PORT, unix:PATH, "
+                         "ovsdb-bridge:NAME, rpc:EXCHANGE/TOPIC[@VERSION] or http:URL[:STATUS]")
 
     def __str__(self) -> str:
         if self.kind == "alive":
@@ -67,7 +78,53 @@ class ReadyRule:
             return f"unix:{self.path}"
         if self.kind == "ovsdb-bridge":
             return f"ovsdb-bridge:{self.bridge}"
+        if self.kind == "rpc":
+            return f"rpc:{self.exchange}/{self.topic}@{self.version}"
+        if self.kind == "http":
+            return f"http:{self.url}" + (f":{self.status}" if self.status else "")
         return self.kind
+
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def _parse_rpc(rest: str) -> ReadyRule:
+    """``EXCHANGE/TOPIC[@VERSION]``: EXCHANGE is the daemon's built-in
+    control_exchange (nova, neutron), used unless its config sets one;
+    VERSION (default 1.0) must share the major of the agent's RPC endpoint so
+    the probe gets a quiet NoSuchMethod (doc/health.md)."""
+    spec, _, version = rest.partition("@")
+    exchange, slash, topic = spec.partition("/")
+    version = version or "1.0"
+    major, dot, minor = version.partition(".")
+    if (not slash or not exchange or not topic or not set(exchange + topic) <= _NAME_CHARS
+            or not major.isdigit() or (dot and not minor.isdigit())):
+        raise ValueError("expected rpc:EXCHANGE/TOPIC[@VERSION], e.g. rpc:nova/compute@6.0")
+    return ReadyRule("rpc", exchange=exchange, topic=topic, version=version)
+
+
+def _parse_http(rest: str) -> ReadyRule:
+    """``URL[:STATUS]`` with URL ``http://HOST:PORT/PATH`` or ``http+unix://SOCKET``
+    (the whole path is the socket; the request is ``GET /``). A STATUS is
+    three digits after the last colon; without one, any HTTP response counts."""
+    url, status = rest, None
+    head, colon, tail = rest.rpartition(":")
+    if colon and len(tail) == 3 and tail.isdigit() and "//" in head:
+        url, status = head, int(tail)
+        if not 100 <= status <= 599:
+            raise ValueError(f"HTTP status {status} out of range")
+    if url.startswith("http://"):
+        hostport = url[len("http://"):].split("/", 1)[0]
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected http://HOST:PORT/PATH (the port is required)")
+    elif url.startswith("http+unix://"):
+        if not url[len("http+unix://"):].startswith("/"):
+            raise ValueError("expected http+unix:///ABSOLUTE/SOCKET/PATH")
+    else:
+        raise ValueError("expected http:http://HOST:PORT/PATH[:STATUS] or "
+                         "http:http+unix:///SOCKET[:STATUS]")
+    return ReadyRule("http", url=url, status=status)
 
 
 @dataclass(frozen=True)
@@ -99,6 +156,11 @@ class SupervisorSettings:
     flap_max: int
     flap_window: float
     journal_socket: str
+    health_interval: float = 60.0
+    health_failures: int = 3
+    health_timeout: float = 10.0
+    metrics_textfile: str = ""
+    metrics_listen: str = ""
 
 
 @dataclass
@@ -160,7 +222,7 @@ def _load_conf(files: list[layers.LayerFile]) -> cfg.ConfigOpts:
     # file is written too.
     conf.set_default("use_stderr", True)
     conf.register_opts(opts.default_opts)
-    conf.register_opts(opts.supervisor_opts, group="supervisor")
+    conf.register_opts(opts.supervisor_opts + opts.health_opts, group="supervisor")
     args: list[str] = []
     for lf in files:
         args += ["--config-file", str(lf.path)]
