@@ -119,7 +119,8 @@ def _parse_http(rest: str) -> ReadyRule:
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("expected http://HOST:PORT/PATH (the port is required)")
     elif url.startswith("http+unix://"):
-        if not url[len("http+unix://"):].startswith("/"):
+        # "{" : a placeholder ({state_dir}...), checked again once substituted
+        if not url[len("http+unix://"):].startswith(("/", "{")):
             raise ValueError("expected http+unix:///ABSOLUTE/SOCKET/PATH")
     else:
         raise ValueError("expected http:http://HOST:PORT/PATH[:STATUS] or "

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import generate_latest
 
 from hvsupervisor import __version__
@@ -70,6 +71,23 @@ def exit_code(last_exit: str | None) -> int:
     return -1
 
 
+class _Restarts:
+    """``hvsupervisor_agent_restarts_total`` as a real counter (promtool insists on the
+    type for a ``_total`` name); prometheus_client's Counter cannot be set to the
+    lifecycle's own count, so it is emitted as a metric family."""
+
+    def __init__(self, agents: list[AgentMetrics]):
+        self.agents = agents
+
+    def collect(self):
+        fam = CounterMetricFamily("hvsupervisor_agent_restarts",
+                                  "Restarts since the supervisor started (automatic or "
+                                  "requested).", labels=["agent"])
+        for a in self.agents:
+            fam.add_metric([a.name], a.restarts)
+        yield fam
+
+
 def build_registry(agents: Iterable[AgentMetrics], control_plane: str,
                    node_ready: bool) -> CollectorRegistry:
     reg = CollectorRegistry()
@@ -81,9 +99,6 @@ def build_registry(agents: Iterable[AgentMetrics], control_plane: str,
                        labels, registry=reg),
         "healthy": Gauge("hvsupervisor_agent_healthy",
                          "Liveness: 1 ok, 0 failing, -1 unknown.", labels, registry=reg),
-        "restarts": Gauge("hvsupervisor_agent_restarts_total",
-                          "Restarts since the supervisor started (automatic or requested).",
-                          labels, registry=reg),
         "exit": Gauge("hvsupervisor_agent_last_exit_code",
                       "Last exit status (128+N for signal N), -1 if it never exited.",
                       labels, registry=reg),
@@ -95,11 +110,12 @@ def build_registry(agents: Iterable[AgentMetrics], control_plane: str,
         "fail": Gauge("hvsupervisor_agent_probe_failures",
                       "Consecutive unanswered liveness probes.", labels, registry=reg),
     }
+    agents = list(agents)
+    reg.register(_Restarts(agents))
     for a in agents:
         g["up"].labels(a.name).set(1 if a.up else 0)
         g["ready"].labels(a.name).set(1 if a.ready else 0)
         g["healthy"].labels(a.name).set(a.healthy)
-        g["restarts"].labels(a.name).set(a.restarts)
         g["exit"].labels(a.name).set(a.last_exit_code)
         g["fail"].labels(a.name).set(a.probe_failures)
         if a.probe_duration is not None:
