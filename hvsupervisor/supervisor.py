@@ -142,6 +142,25 @@ def _lean(plan: Plan) -> Plan:
     return dataclasses.replace(plan, parsed=())
 
 
+def _own_session(pid: int) -> list[int]:
+    """``pid`` and its descendants still in its session: the agent itself.
+
+    A hung agent is killed with its own workers (the DHCP and L3 agents'
+    cotyledon worker does the RPC serving; left stopped, it would keep a
+    consumer on the agent's queue that never answers), but never with what
+    it daemonized into a session of its own (dnsmasq, haproxy, keepalived:
+    the data plane survives an agent restart).
+    """
+    pids = [pid]
+    for child in process.descendants(pid):
+        try:
+            if os.getsid(child) == pid:
+                pids.append(child)
+        except ProcessLookupError:
+            continue
+    return pids
+
+
 def _last_line(path: Path | None, limit: int = 4096) -> str | None:
     """The last non-empty line of an agent's output file, for STATUS= on failure."""
     if path is None:
@@ -523,10 +542,7 @@ class Supervisor:
             LOG.error("event=hung agent=%s pid=%d %s; killing it (SIGKILL: a hung or stopped "
                       "process may never act on SIGTERM) to restart it", agent.name, pid, why)
             agent.hung = why
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            process.signal_all(_own_session(pid), signal.SIGKILL)
             return
         if result.outcome != oc.ANSWERED:
             LOG.warning("event=probe agent=%s health=%s outcome=%s detail=%s", agent.name,
