@@ -12,13 +12,13 @@ oslo.messaging. The request is ``GET PATH`` with ``Connection: close``; only
 the status line is read.
 
 Every request carries both ``X-Neutron-Network-ID`` and ``X-Neutron-Router-ID``
-(value ``hvsupervisor-probe``). neutron-metadata-agent drops a request that
-names both at once before it parses anything else and answers 404 (logged
-at DEBUG only), without asking neutron-server: any other request without
-a real instance behind it ends in a logged ERROR traceback and, with the bus
-down, a wait of rpc_response_timeout (doc/upstream-behaviour.md). Other
-applications ignore headers they do not know (nova's metadata API answers
-``GET /`` with its version list before looking at any header).
+(value ``hvsupervisor-probe``). neutron-metadata-agent (neutron 29) answers a
+request that names both with 400 at once, without asking neutron-server, and
+logs one WARNING naming them; any other request without a real instance
+behind it costs an RPC to neutron-server (and, with the bus down, a wait of
+rpc_response_timeout) or an ERROR traceback (doc/upstream-behaviour.md).
+Other applications ignore headers they do not know (nova's metadata API
+answers ``GET /`` with its version list before looking at any header).
 """
 
 from __future__ import annotations

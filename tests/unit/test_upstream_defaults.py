@@ -82,7 +82,7 @@ def test_readiness_and_stop_rules(plans):
     # Readiness that means serving (doc/health.md): each agent's own RPC queue or
     # a real HTTP answer; the OVS agent by br-int, which its dependents need.
     assert str(p["neutron-metadata-agent"].ready) == \
-        f"http:http+unix://{root / 'state'}/neutron/metadata_proxy:404"
+        f"http:http+unix://{root / 'state'}/neutron/metadata_proxy:400"
     assert str(p["nova-api-metadata"].ready) == "http:http://127.0.0.1:8775/:200"
     assert str(p["nova-compute"].ready) == "rpc:nova/compute@6.0"
     assert str(p["neutron-dhcp-agent"].ready) == "rpc:neutron/dhcp_agent@1.0"
