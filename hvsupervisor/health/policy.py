@@ -79,6 +79,7 @@ class AgentHealth:
 
     def to_json(self) -> dict:
         return {"state": self.state, "label": self.label(), "failures": self.failures,
+                "probes": self.probes,
                 "threshold": self.threshold, "last_probe": self.last_probe,
                 "last_duration": self.last_duration, "last_error": self.last_error,
                 "last_outcome": self.last_outcome}
