@@ -140,6 +140,7 @@ health_opts = [
     cfg.StrOpt(
         "metrics_listen",
         default="",
+        regex=r"^(|\[?[A-Za-z0-9.:_-]*\]?:[0-9]{1,5})$",
         help="HOST:PORT to serve the same metrics over HTTP (/metrics). Empty (the "
         "default): no listener.",
     ),

@@ -143,3 +143,18 @@ def test_missing_textfile_dir_is_skipped_with_one_warning(tmp_path, caplog):
     sink.update(build_registry(_rows()[:1], "reachable", True))
     assert not (tmp_path / "absent").exists()
     assert sum("does not exist" in r.message for r in caplog.records) == 1
+
+
+def test_bad_metrics_listen_is_a_located_config_error(tmp_path):
+    from hvsupervisor.config.errors import ConfigError
+    from hvsupervisor.config.settings import load_settings
+
+    defaults, override = tmp_path / "d", tmp_path / "o"
+    defaults.mkdir()
+    override.mkdir()
+    (defaults / "hvsupervisor.conf").write_text(
+        "[DEFAULT]\nenabled_agents =\n[supervisor]\nmetrics_listen = everywhere\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(defaults, override, str(tmp_path), str(tmp_path), str(tmp_path))
+    assert "metrics_listen" in str(err.value) and "hvsupervisor.conf" in str(err.value)
+    assert ":4" in str(err.value)  # the line
