@@ -36,6 +36,9 @@ from hvsupervisor.supervisor.agent import Agent
 LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
 
 HEALTH_KINDS = ("rpc", "http")
+# Metrics are rebuilt at most this often: a burst of events (200 agents
+# starting) costs one rebuild, not one per event; an idle node none.
+METRICS_DELAY = 1.0
 DEGRADED_BUS = "degraded: control plane unreachable; "
 
 
@@ -117,7 +120,7 @@ class Health:
             if not result.ok:
                 agent.health.state = hp.UNKNOWN
             hung = False
-        self._write_metrics()
+        self._metrics_changed()
         return hung
 
     def _control_plane_changed(self, state: str, agent: Agent,
@@ -188,8 +191,16 @@ class Health:
                         agent.health.label(), result.outcome, result.detail)
         self._health_schedule(agent)
 
+    def _metrics_changed(self) -> None:
+        """Something a metric shows changed: rebuild them within METRICS_DELAY."""
+        if self._metrics_timer is None and self._loop is not None:
+            self._metrics_timer = self._loop.call_later(METRICS_DELAY, self._write_metrics)
+
     def _write_metrics(self) -> None:
-        """Rewrite the metrics (the sink skips the write when nothing changed)."""
+        """Rebuild the metrics now (the sink skips the write when nothing changed)."""
+        if self._metrics_timer is not None:
+            self._metrics_timer.cancel()
+            self._metrics_timer = None
         node_ready = self._ready_sent and bool(self.agents) and all(
             a.machine.ready for a in self.agents.values())
         rows = []

@@ -109,6 +109,7 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting):
         self.reaper: process.Reaper | None = None
         self.prober = ProberClient()
         self.control_plane = hp.UNKNOWN
+        self._metrics_timer: asyncio.TimerHandle | None = None
         self.metrics = MetricsSink(settings.supervisor.metrics_textfile,
                                    settings.supervisor.metrics_listen)
 
@@ -312,6 +313,7 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting):
         for agent in list(self.agents.values()):
             self._forget(agent)
         self.reaper.close()
+        self._write_metrics()  # the final state (every agent stopped) for the scrape
         self.metrics.close()
         LOG.info("event=stopped")
         return 0

@@ -37,7 +37,7 @@ class Reporting:
         elif self._degraded_ready:
             line = "degraded: " + line
         line = with_control_plane(line, self.control_plane)
-        self._write_metrics()
+        self._metrics_changed()
         if line != self._status:
             self._status = line
             LOG.info("status: %s", line)

@@ -77,8 +77,9 @@ def test_bus_outage_degrades_without_restarts_and_recovers(node, rabbit):
     assert during["pid"] == before["pid"] and during["restarts"] == 0
     assert during["health"]["failures"] == 0
     assert during["health"]["last_error"].startswith("bus-down")
-    prom = node.base / "prom" / "hv.prom"
-    assert "hvsupervisor_control_plane_reachable 0.0" in prom.read_text()
+    prom = node.base / "prom" / "hv.prom"  # rewritten within 1 s of a change
+    wait_until(lambda: "hvsupervisor_control_plane_reachable 0.0" in prom.read_text(), 5,
+               "the textfile shows the outage")
 
     rabbit.start()
     wait_until(lambda: node.status()["control_plane"] == "reachable", 60, "reachable again")
@@ -86,6 +87,9 @@ def test_bus_outage_degrades_without_restarts_and_recovers(node, rabbit):
     assert after["pid"] == before["pid"] and after["restarts"] == 0
     wait_until(lambda: not node.status()["status"].startswith("degraded"), 10, "STATUS= clean")
 
+    wait_until(lambda: 'hvsupervisor_agent_healthy{agent="rpc-agent"} 1.0' in prom.read_text()
+               and "hvsupervisor_control_plane_reachable 1.0" in prom.read_text(), 5,
+               "the textfile shows the recovery")
     text = prom.read_text()
     assert "hvsupervisor_control_plane_reachable 1.0" in text
     assert 'hvsupervisor_agent_healthy{agent="rpc-agent"} 1.0' in text
