@@ -105,7 +105,9 @@ def test_ready_only_when_every_agent_answers(upstream_controlplane, upstream_nod
         bad = [ln for ln in log.splitlines()
                if "hvsupervisor_probe" in ln and " ERROR " in ln]
         assert not bad, (name, bad[:2])
-    series = scrape()
+    # The textfile follows within a second of a change.
+    series = wait_until(lambda: (lambda s: s if s.get("hvsupervisor_ready") == 1.0 else None)(
+        scrape()), 10, "the scrape shows the node ready")
     for name in agents:
         assert series[f'hvsupervisor_agent_ready{{agent="{name}"}}'] == 1.0, name
     assert series["hvsupervisor_control_plane_reachable"] == 1.0
@@ -147,8 +149,9 @@ def test_stopped_dhcp_agent_is_restarted_and_neutron_sees_it_alive(
         return None
 
     wait_until(alive_again, 120, "neutron sees the DHCP agent alive again")
-    series = scrape()
-    assert series['hvsupervisor_agent_restarts_total{agent="neutron-dhcp-agent"}'] >= 1
+    series = wait_until(lambda: (lambda s: s if s.get(
+        'hvsupervisor_agent_restarts_total{agent="neutron-dhcp-agent"}', 0) >= 1 else None)(
+        scrape()), 10, "the scrape shows the restart")
     assert series['hvsupervisor_agent_last_exit_code{agent="neutron-dhcp-agent"}'] == 137
 
 
