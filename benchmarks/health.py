@@ -15,8 +15,7 @@ Six oslo.messaging RPC stand-ins (tests/rpc_standin.py) on a real RabbitMQ
   second of the supervisor and the prober over a window (the goal: nothing
   besides the configured probes, i.e. a handful of wakeups per probe).
 
-Needs root only for nothing; needs pytest importable (the RabbitMQ helper
-lives with the test fixtures): run with the functional tox env's python.
+Needs Debian's rabbitmq-server (run_tests installs it).
 JSON lines: health_ready, health_probe_cost, health_idle.
 """
 
@@ -27,7 +26,7 @@ import time
 
 import _common as c
 
-from tests.fixtures.rabbit import Rabbit
+from tests.rabbit import Rabbit
 
 RPC_STANDIN = c.REPO / "tests" / "rpc_standin.py"
 
