@@ -23,7 +23,7 @@ from hvsupervisor import paths
 from hvsupervisor.config import layers
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.parse import ParsedFile, parse_file
-from hvsupervisor.config.settings import AgentSpec, ReadyRule, Settings
+from hvsupervisor.config.settings import AgentSpec, ReadyRule, Settings, service_of
 from hvsupervisor.systemd.journal import journal_available
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -50,6 +50,9 @@ class Plan:
     # nothing the running daemon sees.
     directories: tuple[str, ...] = ()
     parsed: tuple[ParsedFile, ...] = field(default=(), compare=False, repr=False)
+    # Which catalog file:line set each env var (merged over [agent_defaults]).
+    env_origin: Mapping[str, tuple[str, int]] = field(default_factory=dict, compare=False,
+                                                      repr=False)
 
     def to_json(self) -> dict:
         return {
@@ -139,6 +142,7 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         "run_dir": str(settings.run_dir),
         "agent": spec.name,
         "bindir": str(bindir),
+        **({"service": svc} if (svc := service_of(spec.config_files)) else {}),
         "config_files": ";".join(f.path for f in files),
         # Whether agents' stdout/stderr reach the journal: then oslo.log may
         # write there too without doubling lines in the file log.
@@ -164,6 +168,7 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         directories=tuple(_substitute(d, values, spec.name, "directories")
                           for d in spec.directories),
         parsed=tuple(parsed),
+        env_origin={k: (path, line) for k, path, line in spec.env_origin},
     )
 
 

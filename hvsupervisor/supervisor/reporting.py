@@ -93,11 +93,11 @@ class Reporting:
 
     def node_status(self) -> NodeStatus:
         """The one status object every output renders (control socket, CLI, JSON)."""
-        from hvsupervisor.config.explain import mask_text
+        from hvsupervisor.config.secrets import mask_argv
 
         agents = tuple(
             dataclasses.replace(a.machine.snapshot(), digest=a.plan.digest,
-                                argv=tuple(mask_text(arg) for arg in a.plan.argv),
+                                argv=tuple(mask_argv(a.plan.argv)),  # --password X, URLs
                                 ready_rule=str(a.plan.ready),
                                 health=a.health.to_json() if a.health is not None else None)
             for a in self.agents.values())
