@@ -72,6 +72,11 @@ class SupervisorSettings:
     flap_max: int
     flap_window: float
     journal_socket: str
+    health_interval: float = 60.0
+    health_failures: int = 3
+    health_timeout: float = 10.0
+    metrics_textfile: str = ""
+    metrics_listen: str = ""
 
 
 @dataclass
