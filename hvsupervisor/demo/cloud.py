@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvsupervisor.demo import services
-from hvsupervisor.demo.profile import write_ini
+from hvsupervisor.demo.ini import write_ini
 from hvsupervisor.demo.services import Netns, Proc
 from hvsupervisor.waiting import wait_until as _wait_until
 
@@ -501,14 +501,18 @@ def node_snippets(cp: ControlPlane, override: Path, host: str, *,
         write_ini(override / "nova" / "nova.conf.d" / name, {
             "DEFAULT": {"host": host, "transport_url": cp.transport_url,
                         "compute_driver": compute_driver, "my_ip": "127.0.0.1"},
-            "database": {"connection": sqlite_url(cp.nova_db)},
-            "api_database": {"connection": sqlite_url(cp.nova_api_db)},
             "placement": placement_client(cp),
             "neutron": neutron_client(cp),
             "glance": glance_client(cp),
             "os_vif_ovs": {"ovsdb_connection": ovsdb},
             "vnc": {"enabled": "false"},
             "libvirt": {"virt_type": "qemu", "cpu_mode": "none"},
+        }),
+        # The shipped layout: database credentials only where nova-api-metadata
+        # reads them (nova-compute talks to the conductor, never to a database).
+        write_ini(override / "nova" / "nova-api-metadata.conf.d" / name, {
+            "database": {"connection": sqlite_url(cp.nova_db)},
+            "api_database": {"connection": sqlite_url(cp.nova_api_db)},
         }),
         write_ini(override / "neutron" / "neutron.conf.d" / name, {
             "DEFAULT": neutron_default,

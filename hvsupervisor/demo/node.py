@@ -407,8 +407,8 @@ def run(demo_dir: Path, defaults_dir: Path | None = None, boot_vm: bool = False)
         if dnsmasq_conf is not None:
             say(f"{layout.state} is not reachable by 'nobody': dnsmasq stays root "
                 f"({dnsmasq_conf})")
-        profile.write_profile(layout.override, planned, defaults / paths.CATALOG_NAME, HOST,
-                              virt.uri, virt_type, dnsmasq_conf)
+        profile.write_profile(layout.override, planned, HOST, virt.uri, virt_type,
+                              dnsmasq_conf)
         build_plans(load_settings(defaults, layout.override, str(layout.state),
                                   str(layout.log), str(layout.run)))
         cp = cloud.start_control_plane(layout.cloud, bindir=bindir, prefix=bindir.parent,

@@ -1,7 +1,7 @@
 """The demo node's override dir: conf.d snippets over the shipped defaults.
 
 The shipped defaults stay as they are; the demo only adds snippets, as an
-operator would (DESIGN.md section 3): the site values that join the node to
+operator would (README.md, "Configuration"): the site values that join the node to
 the demo cloud (demo/cloud.py: bus, databases, Placement, neutron, glance,
 the metadata secret) and what this machine kind cannot provide:
 
@@ -21,19 +21,10 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from hvsupervisor.demo import cloud
+from hvsupervisor.demo.ini import write_ini
+
 SNIPPET = "50-demo.conf"
-
-
-def write_ini(path: Path, sections: Mapping[str, Mapping[str, object]]) -> Path:
-    """Write an oslo-style ini (sections in the given order) from a dict of sections."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines: list[str] = []
-    for section, options in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {v}" for k, v in options.items()]
-        lines.append("")
-    path.write_text("\n".join(lines))
-    return path
 
 
 def write_compute_id(state_dir: Path, host: str) -> str:
@@ -45,37 +36,27 @@ def write_compute_id(state_dir: Path, host: str) -> str:
     return node_uuid
 
 
-def catalog_env_snippet(catalog: Path, target: Path, extra_env: Mapping[str, str],
+def catalog_env_snippet(target: Path, extra_env: Mapping[str, str],
                         extra: Mapping[str, Mapping[str, str]] = ()) -> Path:
-    """A catalog snippet adding ``extra_env`` to every agent's ``environment``.
-
-    ``environment`` is a DictOpt: a later file replaces it whole, so the
-    snippet carries the shipped value plus ours (read from ``catalog``), and
-    only that option per agent. ``extra`` adds options per section.
-    """
-    add = ",".join(f"{k}:{v}" for k, v in extra_env.items())
+    """A catalog snippet adding ``extra_env`` to every agent: one ``[agent_defaults]
+    environment`` line, which merges key by key into each agent's environment
+    (config/settings.py). ``extra`` adds options per section."""
     sections: dict[str, dict[str, str]] = {}
-    current: str | None = None
-    for line in catalog.read_text().splitlines():
-        if line.startswith("["):
-            current = line.strip()[1:-1]
-        elif current and current.startswith("agent:") and line.startswith("environment ="):
-            value = line.split("=", 1)[1].strip()
-            sections.setdefault(current, {})["environment"] = f"{value},{add}" if add else value
+    if extra_env:
+        sections["agent_defaults"] = {
+            "environment": ",".join(f"{k}:{v}" for k, v in extra_env.items())}
     for section, options in dict(extra).items():
         sections.setdefault(section, {}).update(options)
     return write_ini(target, sections)
 
 
-def write_profile(override: Path, cp, catalog: Path, host: str, libvirt_uri: str,
+def write_profile(override: Path, cp, host: str, libvirt_uri: str,
                   virt_type: str, dnsmasq_conf: Path | None = None) -> list[Path]:
     """Every demo snippet under ``override`` for a node of cloud ``cp``; the files.
 
     ``dnsmasq_conf``: a dnsmasq config file for the DHCP agent
     (``dnsmasq_config_file``), see node.py ``_dnsmasq_conf``.
     """
-    from hvsupervisor.demo import cloud
-
     files = cloud.node_snippets(cp, override, host, compute_driver="libvirt.LibvirtDriver",
                                 flat_network=True, name=SNIPPET)
     if dnsmasq_conf is not None:
@@ -85,6 +66,6 @@ def write_profile(override: Path, cp, catalog: Path, host: str, libvirt_uri: str
         "libvirt": {"virt_type": virt_type, "cpu_mode": "none", "connection_uri": libvirt_uri},
     }))
     files.append(catalog_env_snippet(
-        catalog, override / "hvsupervisor.conf.d" / SNIPPET, cp.ovs_env(),
+        override / "hvsupervisor.conf.d" / SNIPPET, cp.ovs_env(),
         {"supervisor": {"ensure_bridges": "true"}}))
     return files

@@ -34,6 +34,10 @@ from collections.abc import Callable
 from hvsupervisor import deps, process
 from hvsupervisor.config.plan import Plan
 from hvsupervisor.config.settings import Settings
+from hvsupervisor.health import policy as hp
+from hvsupervisor.health.client import ProberClient
+from hvsupervisor.health.metrics import MetricsSink
+from hvsupervisor.health.targets import rpc_target
 from hvsupervisor.lifecycle import (
     AgentLifecycle,
     BecameReady,
@@ -42,20 +46,21 @@ from hvsupervisor.lifecycle import (
     Event,
     Exited,
     GateChanged,
-    RestartRequested,
     SetTimer,
     Signal,
     Spawn,
-    StartRequested,
     State,
-    StopRequested,
     TimerFired,
+    describe_exit,
+    operator_event,
 )
 from hvsupervisor.supervisor.agent import Agent, lean, ready_kind, restart_policy
+from hvsupervisor.supervisor.health import Health
 from hvsupervisor.supervisor.reload import Reloading
 from hvsupervisor.supervisor.reporting import Reporting
 from hvsupervisor.supervisor.shutdown import Stopping
 from hvsupervisor.supervisor.spawning import Spawning, last_line
+from hvsupervisor.supervisor.users import UserAgents
 from hvsupervisor.systemd import journal
 from hvsupervisor.systemd.notify import NotifyListener, SystemdNotifier
 
@@ -67,7 +72,7 @@ class ShuttingDown(Exception):
     that nothing would stop."""
 
 
-class Supervisor(Spawning, Reloading, Stopping, Reporting):
+class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
     """Runs the enabled agents of ``settings`` until asked to stop."""
 
     def __init__(
@@ -103,16 +108,23 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
         self._watchdog: asyncio.TimerHandle | None = None
         self._ready_timer: asyncio.TimerHandle | None = None
         self.reaper: process.Reaper | None = None
+        self.prober = ProberClient()
+        self.control_plane = hp.UNKNOWN
+        self._metrics_timer: asyncio.TimerHandle | None = None
+        self.metrics = MetricsSink(settings.supervisor.metrics_textfile,
+                                   settings.supervisor.metrics_listen)
 
     # ------------------------------------------------------------------ setup
 
     def _make_agent(self, plan: Plan) -> Agent:
+        target = rpc_target(plan)  # reads the plan's parsed files: before lean()
         plan = lean(plan)
         kind, alive = ready_kind(plan)
         machine = AgentLifecycle(
             plan.agent, restart_policy(self.settings), plan.stop_timeout, kind, alive, self.rng
         )
-        agent = Agent(plan=plan, machine=machine)
+        agent = Agent(plan=plan, machine=machine, rpc=target,
+                      health=hp.AgentHealth(self.settings.supervisor.health_failures))
         notify_dir = self.settings.run_dir / "notify"
         agent.listener = NotifyListener(
             str(notify_dir / f"{plan.agent}.sock"),
@@ -149,6 +161,7 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
         self._changed.set()
 
     def _after_event(self, agent: Agent) -> None:
+        self._health_follow(agent)
         if agent.removing and agent.machine.state in (State.STOPPED, State.FAILED,
                                                       State.WAITING):
             if not agent.running:
@@ -174,9 +187,13 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
             self._drain()
 
     def _on_exit(self, pid: int, returncode: int | None, sig: int | None) -> None:
+        if self.broker is not None and self.broker.on_exit(pid, returncode, sig):
+            return  # a helper the broker started; its exit code went to the client
         name = self._pid_to_agent.pop(pid, None)
+        if name is not None and self.broker is not None:
+            self.broker.set_main_pid(name, None)
         if name is None:
-            LOG.info("reaped descendant pid=%d %s", pid, process.describe_exit(returncode, sig))
+            LOG.info("reaped descendant pid=%d %s", pid, describe_exit(returncode, sig))
             self._changed.set()
             return
         agent = self.agents.get(name)
@@ -186,8 +203,10 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
             agent.probe.cancel()
             agent.probe = None
         last = last_line(agent.log_path)
+        if agent.hung is not None:  # we killed it: say why, not its last log line
+            last, agent.hung = agent.hung, None
         LOG.info("event=exit agent=%s pid=%d %s", name, pid,
-                 process.describe_exit(returncode, sig))
+                 describe_exit(returncode, sig))
         self._post(name, Exited(pid, returncode, sig, last))
         self._drain()
 
@@ -246,8 +265,7 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
             raise KeyError(name)
         if self._shutting_down and verb != "stop":
             raise ShuttingDown(f"not {verb}ing {name}: the supervisor is stopping")
-        event = {"start": StartRequested(), "stop": StopRequested(),
-                 "restart": RestartRequested()}[verb]
+        event = operator_event(verb)
         LOG.info("event=%s-requested agent=%s", verb, name)
         self._post(name, event)
         self._drain()
@@ -255,6 +273,7 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
     def _forget(self, agent: Agent) -> None:
         for handle in agent.timers.values():
             handle.cancel()
+        self._health_stop(agent)
         if agent.listener is not None:
             agent.listener.close()
         self.agents.pop(agent.name, None)
@@ -276,10 +295,16 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
         plans = self._initial_plans
         for name in deps.start_order({n: list(p.after) for n, p in plans.items()}):
             self.agents[name] = self._make_agent(plans[name])
+        self._start_broker(plans)  # users.py: sockets for the agents that run as users
         if self.gate_factory is not None:
             await self._replace_gates(*self.gate_factory(self.settings, plans))
         self._initial_plans = plans = {}  # the agents hold lean copies
         self._arm_report_timers()
+        try:
+            self.metrics.start()
+        except (OSError, ValueError) as exc:
+            LOG.error("metrics_listen %s: %s; serving no metrics endpoint",
+                      self.settings.supervisor.metrics_listen, exc)
         LOG.info("event=start agents=%s", ",".join(self.agents))
         self._refresh_conditions()
         self._drain()
@@ -293,6 +318,9 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
         self._disarm_report_timers()
         for agent in list(self.agents.values()):
             self._forget(agent)
+        self._close_broker()
         self.reaper.close()
+        self._write_metrics()  # the final state (every agent stopped) for the scrape
+        self.metrics.close()
         LOG.info("event=stopped")
         return 0

@@ -90,8 +90,7 @@ def _node_config(node: BootNode, cp, libvirtd) -> None:
         "libvirt": {"virt_type": node.virt_type, "cpu_mode": "none",
                     "connection_uri": libvirtd.uri},
     })
-    catalog_env_snippet(REPO / "etc" / "hvsupervisor.conf",
-                        node.override / "hvsupervisor.conf.d" / "50-boot.conf",
+    catalog_env_snippet(node.override / "hvsupervisor.conf.d" / "50-boot.conf",
                         {"OVS_RUNDIR": str(cp.ovs_run)},
                         {"agent:nova-compute": {"stop_timeout": str(COMPUTE_STOP_TIMEOUT)}})
     # br-phys (bridge_mappings) is made by the supervisor, as an operator would ask.

@@ -16,7 +16,7 @@ def _write(tmp_path: Path):
     override, state = tmp_path / "override", tmp_path / "state"
     cp = cloud.ControlPlane(tmp_path / "cloud", Netns("hvsup-demo-x"), Path("/v/bin"),
                             Path("/v"), full=True)
-    profile.write_profile(override, cp, REPO / "etc" / "hvsupervisor.conf", "demo-host",
+    profile.write_profile(override, cp, "demo-host",
                           "qemu+unix:///system?socket=/x/libvirt-sock", "qemu")
     settings = load_settings(REPO / "etc", override, str(state), str(tmp_path / "log"),
                              str(tmp_path / "run"))
@@ -31,7 +31,7 @@ def test_catalog_snippet_adds_ovs_rundir_keeps_the_libvirt_gate_ensures_bridges(
     for name, spec in settings.agents.items():
         env = dict(spec.environment)
         assert env["OVS_RUNDIR"] == str(cp.ovs_run), name
-        # The shipped variables are kept: the DictOpt is replaced whole by the snippet.
+        # The shipped variables are kept: [agent_defaults] environment merges key by key.
         assert dict(shipped.agents[name].environment).items() <= env.items(), name
     assert settings.agents["nova-compute"].host_gates == ("libvirt",)
     assert settings.supervisor.ensure_bridges is True
@@ -48,11 +48,19 @@ def test_snippets_join_the_cloud_with_libvirt_netdev_flat_and_noop_firewall(tmp_
     assert nova("libvirt", "connection_uri") == "qemu+unix:///system?socket=/x/libvirt-sock"
     assert nova("DEFAULT", "transport_url") == cp.transport_url
     assert nova("neutron", "metadata_proxy_shared_secret") == cloud.METADATA_SECRET
-    meta = effective(plans["nova-api-metadata"]).lookup
-    assert meta("database", "connection") == cloud.sqlite_url(cp.nova_db)
+    meta = effective(plans["nova-api-metadata"]).explain("database", "connection")
+    assert meta.value == cloud.sqlite_url(cp.nova_db)
+    assert "nova-api-metadata.conf.d" in meta.file
+    assert effective(plans["nova-compute"]).explain("database", "connection").value is None
     ovs = effective(plans["neutron-openvswitch-agent"]).lookup
     assert ovs("ovs", "datapath_type") == "netdev"
     assert ovs("ovs", "bridge_mappings") == "physnet1:br-phys"
     assert ovs("securitygroup", "firewall_driver") == "noop"
     dhcp = effective(plans["neutron-dhcp-agent"]).lookup
     assert dhcp("DEFAULT", "force_metadata") == "true"
+
+
+def test_catalog_env_snippet_is_one_line(tmp_path):
+    p = profile.catalog_env_snippet(tmp_path / "x.conf", {"OVS_RUNDIR": "/x"})
+    lines = [line for line in p.read_text().splitlines() if line and not line.startswith("[")]
+    assert lines == ["environment = OVS_RUNDIR:/x"]
