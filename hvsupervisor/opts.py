@@ -230,7 +230,37 @@ agent_opts = [
         "so libvirt's qemu can reach instance disks) before each start: nova creates "
         "neither its state_path nor its instances_path. Substitutions as in command.",
     ),
-    cfg.Opt(
+    cfg.StrOpt(
+        "user",
+        default="",
+        help="Run the agent as this user, with no capabilities at all (groups, gid, uid "
+        "set by setpriv, empty bounding set, no_new_privs); its privsep helpers and "
+        "neutron's namespace daemons are then started by the supervisor's privsep "
+        "broker. Empty or root: run as root, as before. A user that does not exist "
+        "is a config error (exit 78).",
+    ),
+    cfg.StrOpt("group", default="", help="Primary group (default: the user's own)."),
+    cfg.ListOpt(
+        "supplementary_groups",
+        default=[],
+        help="Extra groups for the agent, e.g. openvswitch (the ovsdb socket) or "
+        "libvirt (libvirtd's socket).",
+    ),
+    cfg.DictOpt(
+        "privsep_contexts",
+        default={},
+        help="The oslo.privsep contexts the broker starts for this agent when it runs "
+        "as a user, CONTEXT:SECTION (e.g. neutron.privileged.default:privsep). The "
+        "plan sets helper_command in each SECTION; any other context is refused.",
+    ),
+    cfg.BoolOpt(
+        "root_helper",
+        default=False,
+        help="When the agent runs as a user: set neutron's [agent] root_helper to the "
+        "broker, which runs only 'ip netns exec q*-UUID [env K=V] dnsmasq|haproxy|"
+        "keepalived|radvd|conntrackd|neutron-keepalived-state-change'.",
+    ),
+        cfg.Opt(
         "environment",
         type=hvtypes.Environment(),
         default={},

@@ -31,11 +31,14 @@ def _plan(args: argparse.Namespace, settings: Settings) -> int:
     print(f"agent:  {plan.agent}")
     print(f"digest: {plan.digest}")
     print(f"ready:  {plan.ready}")
+    print(f"user:   {data['user']}")
     print("argv:   " + " ".join(data["argv"]))
     if data["env"]:
         print("env:")
         for k, v in sorted(data["env"].items()):
             origin = data["env_origin"].get(k)
+            if k in plan.supplied:
+                origin = "supplied by the supervisor: privsep broker"
             print(f"  {k}={v}  ({origin})" if origin else f"  {k}={v}")
     print()
     print(table(["#", "layer", "file"],

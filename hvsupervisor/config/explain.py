@@ -116,11 +116,15 @@ class Effective:
                                "command line", contributors)
         env = self._env_value(group, name)
         if env is not None:
-            # The catalog line that put OS_<GROUP>__<OPT> into the plan.
-            where = self.plan.env_origin.get(f"OS_{group.upper()}__{name.upper()}")
+            # The catalog line that put OS_<GROUP>__<OPT> into the plan, or
+            # the supervisor itself (privsep broker: privsep/planning.py).
+            key = f"OS_{group.upper()}__{name.upper()}"
+            where = self.plan.env_origin.get(key)
             path, line = where if where else (None, None)
+            source = (f"environment {key}, supplied by the supervisor (privsep broker)"
+                      if key in self.plan.supplied else "environment")
             return Explanation(self.plan.agent, section, option, env, path, line,
-                               "environment", contributors)
+                               source, contributors)
         if not contributors:
             return Explanation(self.plan.agent, section, option, None, None, None, "unset")
         grp = None if group == "DEFAULT" else group

@@ -60,6 +60,7 @@ from hvsupervisor.supervisor.reload import Reloading
 from hvsupervisor.supervisor.reporting import Reporting
 from hvsupervisor.supervisor.shutdown import Stopping
 from hvsupervisor.supervisor.spawning import Spawning, last_line
+from hvsupervisor.supervisor.users import UserAgents
 from hvsupervisor.systemd import journal
 from hvsupervisor.systemd.notify import NotifyListener, SystemdNotifier
 
@@ -71,7 +72,7 @@ class ShuttingDown(Exception):
     that nothing would stop."""
 
 
-class Supervisor(Spawning, Health, Reloading, Stopping, Reporting):
+class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
     """Runs the enabled agents of ``settings`` until asked to stop."""
 
     def __init__(
@@ -186,7 +187,11 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting):
             self._drain()
 
     def _on_exit(self, pid: int, returncode: int | None, sig: int | None) -> None:
+        if self.broker is not None and self.broker.on_exit(pid, returncode, sig):
+            return  # a helper the broker started; its exit code went to the client
         name = self._pid_to_agent.pop(pid, None)
+        if name is not None and self.broker is not None:
+            self.broker.set_main_pid(name, None)
         if name is None:
             LOG.info("reaped descendant pid=%d %s", pid, describe_exit(returncode, sig))
             self._changed.set()
@@ -290,6 +295,7 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting):
         plans = self._initial_plans
         for name in deps.start_order({n: list(p.after) for n, p in plans.items()}):
             self.agents[name] = self._make_agent(plans[name])
+        self._start_broker(plans)  # users.py: sockets for the agents that run as users
         if self.gate_factory is not None:
             await self._replace_gates(*self.gate_factory(self.settings, plans))
         self._initial_plans = plans = {}  # the agents hold lean copies
@@ -312,6 +318,7 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting):
         self._disarm_report_timers()
         for agent in list(self.agents.values()):
             self._forget(agent)
+        self._close_broker()
         self.reaper.close()
         self._write_metrics()  # the final state (every agent stopped) for the scrape
         self.metrics.close()

@@ -88,6 +88,7 @@ class Reloading:
             if plan.digest != old.digest and agent.machine.state is not State.STOPPED:
                 restarted.append(name)
                 self._post(name, RestartRequested())
+        self._configure_broker(plans)  # users.py: before the restarts are applied
         self._refresh_conditions()
         self._drain()
         return {"restarted": restarted, "started": started, "stopped": stopped}

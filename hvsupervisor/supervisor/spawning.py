@@ -77,6 +77,11 @@ class Spawning:
             except OSError as exc:
                 self._post(agent.name, SpawnFailed(f"cannot create {directory}: {exc.strerror}"))
                 return
+        problem = self._prepare_user_agent(agent)  # users.py; None for root agents
+        if problem:
+            LOG.error("event=spawn-failed agent=%s %s", agent.name, problem)
+            self._post(agent.name, SpawnFailed(problem))
+            return
         env = process.child_env(os.environ, agent.plan.env)
         if agent.listener is not None:
             env["NOTIFY_SOCKET"] = agent.listener.path
@@ -86,7 +91,10 @@ class Spawning:
             self._post(agent.name, SpawnFailed(f"cannot open output: {exc}"))
             return
         try:
-            pid = process.spawn(agent.plan.argv, env, out, err)
+            argv, env = self._user_argv_env(agent.plan, env)
+            if argv != list(agent.plan.argv):  # setpriv first: check the agent's binary too
+                process.resolve_executable(agent.plan.argv[0], env)
+            pid = process.spawn(argv, env, out, err)
         except process.SpawnError as exc:
             LOG.error("event=spawn-failed agent=%s %s", agent.name, exc)
             self._post(agent.name, SpawnFailed(str(exc)))
@@ -95,6 +103,8 @@ class Spawning:
             os.close(out)
             os.close(err)
         self._pid_to_agent[pid] = agent.name
+        if self.broker is not None:
+            self.broker.set_main_pid(agent.name, pid)
         LOG.info("event=spawn agent=%s pid=%d digest=%s", agent.name, pid,
                  agent.plan.digest[:12])
         self._post(agent.name, Spawned(pid))
@@ -132,6 +142,8 @@ class Spawning:
 
     def _on_gate_change(self, status) -> None:
         LOG.info("event=gate gate=%s open=%s reason=%s", status.name, status.open, status.reason)
+        if status.name == "ovsdb" and status.open:
+            self._share_ovsdb(self._ovsdb_remote())  # users.py: before any agent starts
         self._refresh_conditions()
         self._drain()
 
