@@ -137,6 +137,47 @@ supervisor_opts = [
     ),
 ]
 
+# Liveness and metrics (doc/health.md); part of [supervisor].
+health_opts = [
+    cfg.Opt(
+        "health_interval",
+        type=hvtypes.Seconds(min=1, max=86400),
+        default=60.0,
+        help="Seconds between liveness probes of a ready agent whose ready rule is rpc "
+        "or http (+/-10 %% jitter). Each probe is one RPC call to the agent's own queue "
+        "or one HTTP request.",
+    ),
+    cfg.Opt(
+        "health_failures",
+        type=hvtypes.Count(min=1, max=1000),
+        default=3,
+        help="Consecutive unanswered probes, while the control plane is reachable, that "
+        "make an agent hung: it is killed and restarted like a crash (backoff and "
+        "flapping apply). While the bus is unreachable nothing is restarted.",
+    ),
+    cfg.Opt(
+        "health_timeout",
+        type=hvtypes.Seconds(min=0.5, max=3600),
+        default=10.0,
+        help="Seconds one probe waits for the agent's answer.",
+    ),
+    cfg.StrOpt(
+        "metrics_textfile",
+        default="/var/lib/prometheus/node-exporter/hvsupervisor.prom",
+        help="Prometheus metrics written atomically for node_exporter's textfile "
+        "collector (Debian's directory by default). Empty: no file. A missing "
+        "directory is logged once and skipped.",
+    ),
+    cfg.StrOpt(
+        "metrics_listen",
+        default="",
+        regex=r"^(|\[?[A-Za-z0-9.:_-]*\]?:[0-9]{1,5})$",
+        help="HOST:PORT to serve the same metrics over HTTP (/metrics). Empty (the "
+        "default): no listener.",
+    ),
+]
+supervisor_opts += health_opts
+
 agent_opts = [
     cfg.StrOpt(
         "command",

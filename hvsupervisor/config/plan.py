@@ -158,18 +158,34 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         # write there too without doubling lines in the file log.
         "use_stderr": "true" if journal_available(settings.supervisor.journal_socket) else "false",
     }
-    command = [_substitute(a, values, spec.name, "command") for a in spec.command]
+    where = {option: (path, line) for option, path, line in spec.origins}
+
+    def sub(text: str, what: str) -> str:
+        try:
+            return _substitute(text, values, spec.name, what)
+        except ConfigError as exc:  # name the catalog line that holds the placeholder
+            path, line = where.get(what, (None, None))
+            raise ConfigError(exc.reason, path, line) from None
+
+    command = [sub(a, "command") for a in spec.command]
     command[0] = _resolve_command(command[0], bindir)
     argv = list(command)
     for f in files:
         argv += ["--config-file", f.path]
-    env = {k: _substitute(v, values, spec.name, "environment") for k, v in spec.environment}
+    origin = {k: (path, line) for k, path, line in spec.env_origin}
+    env = {}
+    for k, v in spec.environment:
+        try:
+            env[k] = _substitute(v, values, spec.name, "environment")
+        except ConfigError as exc:
+            path, line = origin.get(k, (None, None))  # the catalog line that set k
+            raise ConfigError(exc.reason, path, line) from None
     ident = privsep_planning.resolve_identity(settings, spec)
     supplied = privsep_planning.supplied_env(spec, ident, bindir, settings.run_dir)
     env.update(supplied)
     if ident is not None:  # a changed uid/gid/groups restarts the agent
         blobs = [*blobs, ident.key().encode()]
-    ready = ReadyRule.parse(_substitute(spec.ready, values, spec.name, "ready"))
+    ready = ReadyRule.parse(sub(spec.ready, "ready"))
     return Plan(
         agent=spec.name,
         argv=tuple(argv),
@@ -180,14 +196,13 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         after=spec.after,
         host_gates=spec.host_gates,
         stop_timeout=spec.stop_timeout,
-        directories=tuple(_substitute(d, values, spec.name, "directories")
-                          for d in spec.directories),
+        directories=tuple(sub(d, "directories") for d in spec.directories),
         parsed=tuple(parsed),
         identity=ident,
         privsep_contexts=tuple(ctx for ctx, _section in spec.privsep_contexts),
         root_helper=spec.root_helper,
         supplied=tuple(sorted(supplied)),
-        env_origin={k: (path, line) for k, path, line in spec.env_origin},
+        env_origin=origin,
     )
 
 

@@ -44,6 +44,9 @@ _SECRET_NAME = re.compile(
 _URL_CREDS = re.compile(
     r"(?P<scheme>[A-Za-z][\w+.-]*://|,)(?P<user>[^:/@\s,;]*):(?P<pw>[^\s,]*)@"
 )
+_URL_SHAPED = re.compile(r"[A-Za-z][\w+.-]*://[^\s]*\Z")
+# A query string may carry a secret too (``?password=...``): every value is masked.
+_QUERY_VALUE = re.compile(r"([?&][^=&#\s]+=)[^&#\s]*")
 _ENV_OPT = re.compile(r"OS_(?P<group>[A-Za-z0-9_]+?)__(?P<opt>[A-Za-z0-9_]+)\Z")
 
 
@@ -66,6 +69,10 @@ def mask_value(option: str, value: str | None, section: str | None = None,
     name = option.replace("-", "_")
     group = norm_group(section or "DEFAULT")
     if value and ((group, name) in (declared or ()) or secret_name(name)):
+        if _URL_SHAPED.match(value):
+            # transport_url and [database] connection are declared secret for the
+            # credentials they carry; the host is what an operator needs to see.
+            return _QUERY_VALUE.sub(lambda m: f"{m[1]}{MASK}", mask_text(value))
         return MASK
     return mask_text(value)
 

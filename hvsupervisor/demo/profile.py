@@ -81,7 +81,11 @@ def write_profile(override: Path, state_dir: Path, host: str,
             "securitygroup": {"firewall_driver": "noop"},
         }),
         catalog_env_snippet(override / "hvsupervisor.conf.d" / SNIPPET, ovs_env,
-                            {"agent:nova-compute": {"host_gates": ""}}),
+                            {"agent:nova-compute": {"host_gates": ""},
+                             # the demo's metrics stay in the demo dir, not the host's
+                             # node_exporter textfile dir
+                             "supervisor": {"metrics_textfile":
+                                            str(state_dir / "hvsupervisor.prom")}}),
     ]
     write_compute_id(state_dir, host)
     return files

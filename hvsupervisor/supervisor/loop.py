@@ -34,6 +34,10 @@ from collections.abc import Callable
 from hvsupervisor import deps, process
 from hvsupervisor.config.plan import Plan
 from hvsupervisor.config.settings import Settings
+from hvsupervisor.health import policy as hp
+from hvsupervisor.health.client import ProberClient
+from hvsupervisor.health.metrics import MetricsSink
+from hvsupervisor.health.targets import rpc_target
 from hvsupervisor.lifecycle import (
     AgentLifecycle,
     BecameReady,
@@ -51,6 +55,7 @@ from hvsupervisor.lifecycle import (
     operator_event,
 )
 from hvsupervisor.supervisor.agent import Agent, lean, ready_kind, restart_policy
+from hvsupervisor.supervisor.health import Health
 from hvsupervisor.supervisor.reload import Reloading
 from hvsupervisor.supervisor.reporting import Reporting
 from hvsupervisor.supervisor.shutdown import Stopping
@@ -67,7 +72,7 @@ class ShuttingDown(Exception):
     that nothing would stop."""
 
 
-class Supervisor(Spawning, Reloading, Stopping, Reporting, UserAgents):
+class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
     """Runs the enabled agents of ``settings`` until asked to stop."""
 
     def __init__(
@@ -103,16 +108,23 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting, UserAgents):
         self._watchdog: asyncio.TimerHandle | None = None
         self._ready_timer: asyncio.TimerHandle | None = None
         self.reaper: process.Reaper | None = None
+        self.prober = ProberClient()
+        self.control_plane = hp.UNKNOWN
+        self._metrics_timer: asyncio.TimerHandle | None = None
+        self.metrics = MetricsSink(settings.supervisor.metrics_textfile,
+                                   settings.supervisor.metrics_listen)
 
     # ------------------------------------------------------------------ setup
 
     def _make_agent(self, plan: Plan) -> Agent:
+        target = rpc_target(plan)  # reads the plan's parsed files: before lean()
         plan = lean(plan)
         kind, alive = ready_kind(plan)
         machine = AgentLifecycle(
             plan.agent, restart_policy(self.settings), plan.stop_timeout, kind, alive, self.rng
         )
-        agent = Agent(plan=plan, machine=machine)
+        agent = Agent(plan=plan, machine=machine, rpc=target,
+                      health=hp.AgentHealth(self.settings.supervisor.health_failures))
         notify_dir = self.settings.run_dir / "notify"
         agent.listener = NotifyListener(
             str(notify_dir / f"{plan.agent}.sock"),
@@ -149,6 +161,7 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting, UserAgents):
         self._changed.set()
 
     def _after_event(self, agent: Agent) -> None:
+        self._health_follow(agent)
         if agent.removing and agent.machine.state in (State.STOPPED, State.FAILED,
                                                       State.WAITING):
             if not agent.running:
@@ -190,6 +203,8 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting, UserAgents):
             agent.probe.cancel()
             agent.probe = None
         last = last_line(agent.log_path)
+        if agent.hung is not None:  # we killed it: say why, not its last log line
+            last, agent.hung = agent.hung, None
         LOG.info("event=exit agent=%s pid=%d %s", name, pid,
                  describe_exit(returncode, sig))
         self._post(name, Exited(pid, returncode, sig, last))
@@ -258,6 +273,7 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting, UserAgents):
     def _forget(self, agent: Agent) -> None:
         for handle in agent.timers.values():
             handle.cancel()
+        self._health_stop(agent)
         if agent.listener is not None:
             agent.listener.close()
         self.agents.pop(agent.name, None)
@@ -284,6 +300,11 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting, UserAgents):
             await self._replace_gates(*self.gate_factory(self.settings, plans))
         self._initial_plans = plans = {}  # the agents hold lean copies
         self._arm_report_timers()
+        try:
+            self.metrics.start()
+        except (OSError, ValueError) as exc:
+            LOG.error("metrics_listen %s: %s; serving no metrics endpoint",
+                      self.settings.supervisor.metrics_listen, exc)
         LOG.info("event=start agents=%s", ",".join(self.agents))
         self._refresh_conditions()
         self._drain()
@@ -299,5 +320,7 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting, UserAgents):
             self._forget(agent)
         self._close_broker()
         self.reaper.close()
+        self._write_metrics()  # the final state (every agent stopped) for the scrape
+        self.metrics.close()
         LOG.info("event=stopped")
         return 0

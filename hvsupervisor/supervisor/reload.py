@@ -13,6 +13,7 @@ from hvsupervisor import deps, process
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.plan import Plan, build_plans
 from hvsupervisor.config.settings import Settings, load_settings
+from hvsupervisor.health.targets import rpc_target
 from hvsupervisor.lifecycle import RestartRequested, State, StopRequested
 from hvsupervisor.supervisor.agent import lean
 
@@ -81,6 +82,7 @@ class Reloading:
                 started.append(name)
                 continue
             old = agent.plan
+            agent.rpc = rpc_target(plan)  # before lean(): it reads the parsed files
             agent.plan = lean(plan)
             agent.machine.stop_timeout = plan.stop_timeout
             if plan.digest != old.digest and agent.machine.state is not State.STOPPED:

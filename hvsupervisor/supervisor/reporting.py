@@ -1,7 +1,8 @@
 """Reporting: the STATUS= line, READY=1, the watchdog and the status reply.
 
 Everything here reads the agents' lifecycles and tells the outside world;
-nothing changes an agent. Metrics belong here too.
+nothing changes an agent. The metrics are rewritten with every report
+(supervisor/health.py, which also owns the control-plane prefix).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 
 from hvsupervisor.objects.status import AgentStatus, NodeStatus
 from hvsupervisor.status import summary_line
+from hvsupervisor.supervisor.health import with_control_plane
 
 LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
 
@@ -34,6 +36,8 @@ class Reporting:
             self._degraded_ready = False  # a late agent caught up after ready_timeout
         elif self._degraded_ready:
             line = "degraded: " + line
+        line = with_control_plane(line, self.control_plane)
+        self._metrics_changed()
         if line != self._status:
             self._status = line
             LOG.info("status: %s", line)
@@ -50,6 +54,7 @@ class Reporting:
         line = summary_line(self.snapshots())
         if degraded:
             line = "degraded: " + line
+        line = with_control_plane(line, self.control_plane)
         self._status = line
         LOG.info("event=ready degraded=%s status=%s", degraded, line)
         self.notifier.ready_with_status(line)
@@ -92,7 +97,10 @@ class Reporting:
 
         agents = tuple(
             dataclasses.replace(a.machine.snapshot(), digest=a.plan.digest,
-                                argv=tuple(mask_argv(a.plan.argv)))  # --password X, URLs
+                                argv=tuple(mask_argv(a.plan.argv)),  # --password X, URLs
+                                ready_rule=str(a.plan.ready),
+                                health=a.health.to_json() if a.health is not None else None)
             for a in self.agents.values())
         ready = self._ready_sent and bool(agents) and all(a.ready for a in agents)
-        return NodeStatus(ready=ready, status=self._status, agents=agents)
+        return NodeStatus(ready=ready, status=self._status, agents=agents,
+                          control_plane=self.control_plane)

@@ -2,10 +2,11 @@
 
 Turns ``Spawn`` into a process with its output wired to the journal (or a
 log file) and its own notify socket, starts the readiness probe its plan
-names (tcp, unix, ovsdb-bridge) and watches the host gates (libvirtd,
-ovsdb) whose changes become ``GateChanged`` events. Every result goes back
+names (tcp, unix, ovsdb-bridge; rpc and http through supervisor/health.py)
+and watches the host gates (libvirtd, ovsdb) whose changes become
+``GateChanged`` events. Every result goes back
 to the loop as an event (``self._post`` then ``self._drain``), never as a
-direct state change. A health prober belongs here too.
+direct state change.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hvsupervisor import process
 from hvsupervisor.lifecycle import BecameReady, Spawned, SpawnFailed
 from hvsupervisor.readiness import wait_accepting, wait_bridge
 from hvsupervisor.supervisor.agent import Agent
+from hvsupervisor.supervisor.health import HEALTH_KINDS
 from hvsupervisor.systemd import journal
 
 LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
@@ -26,6 +28,7 @@ LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
 # Traverse-only for others: qemu runs as libvirt-qemu and must reach instance
 # disks under {state_dir}/nova/instances; nobody else may list them.
 AGENT_DIR_MODE = 0o711
+PROBE_KINDS = ("tcp", "unix", "ovsdb-bridge", *HEALTH_KINDS)
 
 
 def last_line(path: Path | None, limit: int = 4096) -> str | None:
@@ -105,7 +108,7 @@ class Spawning:
         LOG.info("event=spawn agent=%s pid=%d digest=%s", agent.name, pid,
                  agent.plan.digest[:12])
         self._post(agent.name, Spawned(pid))
-        if agent.plan.ready.kind in ("tcp", "unix", "ovsdb-bridge"):
+        if agent.plan.ready.kind in PROBE_KINDS:
             agent.probe = asyncio.ensure_future(self._probe(agent.name, pid))
 
     async def _probe(self, name: str, pid: int) -> None:
@@ -116,6 +119,9 @@ class Spawning:
         if rule.kind == "ovsdb-bridge":
             assert rule.bridge is not None
             await wait_bridge(self._ovsdb_remote(), rule.bridge)
+        elif rule.kind in HEALTH_KINDS:
+            if not await self._wait_serving(agent, pid):
+                return
         else:
             await wait_accepting(rule)
         agent.probe = None

@@ -337,6 +337,7 @@ enabled_agents = alpha,beta
 
 [supervisor]
 ready_timeout = 30
+metrics_textfile =
 
 [agent:alpha]
 command = {{bindir}}/python {standin} --ready-after 0.3 --print '{ALPHA_HELLO}'

@@ -161,3 +161,23 @@ def test_check_fails_without_metadata_db_and_warns_when_compute_has_it(tmp_path)
                                                   ("nova-compute db", "warn")]
     assert f"{site}:3" in rows[1].detail
     assert all("S3cretPass" not in r.detail for r in rows)
+
+
+def test_unknown_placeholder_in_inherited_environment_is_located(layout):
+    p = layout.write("override", "hvsupervisor.conf.d/10-x.conf",
+                     "[agent_defaults]\n\nenvironment = X:{nope}\n")
+    s = layout.settings()
+    with pytest.raises(ConfigError) as err:
+        build_plan(s, s.agents["alpha"])
+    assert (err.value.path, err.value.line) == (str(p), 3)
+    assert "{nope}" in str(err.value)
+
+
+@pytest.mark.parametrize("option", ["command = /bin/true {nope}", "ready = unix:{nope}/s",
+                                    "directories = {nope}/x"])
+def test_unknown_placeholder_names_its_line(layout, option):
+    p = layout.write("override", "hvsupervisor.conf.d/10-x.conf", f"[agent:alpha]\n\n{option}\n")
+    s = layout.settings()
+    with pytest.raises(ConfigError) as err:
+        build_plan(s, s.agents["alpha"])
+    assert (err.value.path, err.value.line) == (str(p), 3)
