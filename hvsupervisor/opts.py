@@ -140,11 +140,38 @@ agent_opts = [
         "ovsdb-bridge:NAME (the bridge is in the node's ovsdb and its OpenFlow controller, "
         "if any, is connected: the neutron OVS agent's own).",
     ),
+    cfg.StrOpt(
+        "stop_signal",
+        default="SIGTERM",
+        choices=["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL"],
+        help="The signal that asks the agent to stop, as systemd's KillSignal=. "
+        "SIGKILL follows after stop_timeout. The shipped values are measured per "
+        "daemon (doc/upstream-behaviour.md).",
+    ),
     cfg.FloatOpt(
         "stop_timeout",
-        default=30.0,
+        default=None,
         min=0,
-        help="Seconds between SIGTERM and SIGKILL when stopping the agent.",
+        help="Seconds between stop_signal and SIGKILL. Unset: the agent's own "
+        "effective [DEFAULT] graceful_shutdown_timeout (from its plan's files; "
+        "oslo.service's default when none sets it) plus stop_margin, so a daemon "
+        "that drains in-flight work is given the time its config asks for.",
+    ),
+    cfg.FloatOpt(
+        "graceful_shutdown_default",
+        default=60.0,
+        min=0,
+        help="The daemon's own default for [DEFAULT] graceful_shutdown_timeout, used "
+        "for stop_timeout when no file of its plan sets it: oslo.service's is 60, "
+        "nova overrides it to 180 (nova/conf/base.py).",
+    ),
+    cfg.FloatOpt(
+        "stop_margin",
+        default=10.0,
+        min=0,
+        help="Added to graceful_shutdown_timeout when stop_timeout is unset: the "
+        "daemon's own timer starts after it has seen the signal, and its exit "
+        "(threads joined, logs flushed) takes a moment after that.",
     ),
     cfg.ListOpt(
         "directories",

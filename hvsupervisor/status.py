@@ -35,6 +35,9 @@ class AgentSnapshot:
     degraded: bool = False
     pid: int | None = None
     restarts: int = 0
+    # Why the running process no longer matches what a restart would run
+    # (code upgraded under it, config changed on disk); "" when it does.
+    restart_pending: str = ""
 
 
 def ascii_clean(text: str) -> str:
@@ -83,6 +86,9 @@ def summary_line(agents: Sequence[AgentSnapshot], max_len: int = MAX_LEN) -> str
     parts = []
     for category in _ORDER:
         parts += [_part(a, category) for a in agents if _category(a) == category]
+    # Last: the agent works; the operator should restart it when convenient.
+    parts += [ascii_clean(f"{a.name} restart pending: {_clip(a.restart_pending, MAX_DETAIL)}")
+              for a in agents if a.restart_pending]
     line = head
     for i, part in enumerate(parts):
         rest = len(parts) - i - 1

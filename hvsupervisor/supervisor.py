@@ -29,7 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hvsupervisor import deps, process
+from hvsupervisor import codechange, deps, process, stopbudget
+from hvsupervisor.config import diff as config_diff
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.plan import Plan, build_plans
 from hvsupervisor.config.settings import Settings, load_settings
@@ -61,7 +62,7 @@ from hvsupervisor.systemd.notify import NotifyListener, SystemdNotifier
 LOG = logging.getLogger("hvsupervisor.supervisor")
 
 RUNNING = {State.STARTING, State.READY, State.STOPPING}
-DATAPLANE_STOP_TIMEOUT = 5.0
+DATAPLANE_STOP_TIMEOUT = stopbudget.DATAPLANE_STOP_TIMEOUT
 # Traverse-only for others: qemu runs as libvirt-qemu and must reach instance
 # disks under {state_dir}/nova/instances; nobody else may list them.
 AGENT_DIR_MODE = 0o711
@@ -86,6 +87,10 @@ class Agent:
     deps_ok: bool | None = None
     gate: tuple[bool, str] | None = None
     removing: bool = False
+    # The running plan as secret-free option data (config/diff.py), taken
+    # before the plan is made lean: `config diff` compares it with the disk.
+    snapshot: dict = field(default_factory=dict)
+    pending: str = ""  # restart pending: the code changed under the running process
 
     @property
     def name(self) -> str:
@@ -180,12 +185,14 @@ class Supervisor:
     # ------------------------------------------------------------------ setup
 
     def _make_agent(self, plan: Plan) -> Agent:
+        snap = config_diff.snapshot(plan)
         plan = _lean(plan)
         kind, alive = _ready_kind(plan)
         machine = AgentLifecycle(
-            plan.agent, _policy(self.settings), plan.stop_timeout, kind, alive, self.rng
+            plan.agent, _policy(self.settings), plan.stop_timeout, kind, alive, self.rng,
+            stop_signal=plan.stop_signal,
         )
-        agent = Agent(plan=plan, machine=machine)
+        agent = Agent(plan=plan, machine=machine, snapshot=snap)
         notify_dir = self.settings.run_dir / "notify"
         agent.listener = NotifyListener(
             str(notify_dir / f"{plan.agent}.sock"),
@@ -390,7 +397,26 @@ class Supervisor:
     # ------------------------------------------------------------- reporting
 
     def snapshots(self) -> list[AgentSnapshot]:
-        return [a.machine.snapshot() for a in self.agents.values()]
+        return [dataclasses.replace(a.machine.snapshot(), restart_pending=a.pending)
+                if a.pending else a.machine.snapshot() for a in self.agents.values()]
+
+    def refresh_pending(self) -> None:
+        """Look whether an agent's code changed after its process started (LP#1980211).
+
+        A few stat() calls per agent, done when someone asks (status over the
+        control socket, reload), never on a timer: an idle node stays idle.
+        STATUS= follows.
+        """
+        changed = False
+        for agent in self.agents.values():
+            pid = agent.machine.pid
+            reason = codechange.changed_since(list(agent.plan.argv), pid) if pid else None
+            if (reason or "") != agent.pending:
+                agent.pending, changed = reason or "", True
+                if reason:
+                    LOG.warning("event=restart-pending agent=%s %s", agent.name, reason)
+        if changed:
+            self._report()
 
     def _report(self) -> None:
         line = summary_line(self.snapshots())
@@ -452,11 +478,17 @@ class Supervisor:
                     "reason": a.machine.reason,
                     "degraded": a.machine.degraded,
                     "digest": a.plan.digest,
+                    "restart_pending": a.pending or None,
                     "argv": list(a.plan.argv),
                 }
                 for a in self.agents.values()
             ],
         }
+
+    def plans_json(self) -> dict:
+        """Each agent's running plan snapshot, for `config diff` and `status`."""
+        return {a.name: {"state": a.machine.state.value, "pid": a.machine.pid,
+                         "snapshot": a.snapshot} for a in self.agents.values()}
 
     # ---------------------------------------------------------------- control
 
@@ -528,8 +560,10 @@ class Supervisor:
                 started.append(name)
                 continue
             old = agent.plan
+            agent.snapshot = config_diff.snapshot(plan)
             agent.plan = _lean(plan)
             agent.machine.stop_timeout = plan.stop_timeout
+            agent.machine.stop_signal = plan.stop_signal
             if plan.digest != old.digest and agent.machine.state is not State.STOPPED:
                 restarted.append(name)
                 self._post(name, RestartRequested())

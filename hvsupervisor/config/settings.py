@@ -10,6 +10,7 @@ not code.
 from __future__ import annotations
 
 import shlex
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,9 +82,12 @@ class AgentSpec:
     after: tuple[str, ...]
     host_gates: tuple[str, ...]
     ready: str
-    stop_timeout: float
+    stop_timeout: float | None
     environment: tuple[tuple[str, str], ...]
     directories: tuple[str, ...] = ()
+    stop_signal: int = signal.SIGTERM
+    stop_margin: float = 10.0
+    graceful_shutdown_default: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,9 @@ def _agent(conf: cfg.ConfigOpts, loc: _Locator, section: str) -> AgentSpec:
         host_gates=tuple(_get(conf, loc, section, "host_gates")),
         ready=ready,
         stop_timeout=_get(conf, loc, section, "stop_timeout"),
+        stop_signal=signal.Signals[_get(conf, loc, section, "stop_signal")].value,
+        stop_margin=_get(conf, loc, section, "stop_margin"),
+        graceful_shutdown_default=_get(conf, loc, section, "graceful_shutdown_default"),
         environment=tuple(sorted(env.items())),
         directories=tuple(_get(conf, loc, section, "directories")),
     )
