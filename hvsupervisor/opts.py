@@ -58,10 +58,14 @@ supervisor_opts = [
     ),
     cfg.BoolOpt(
         "stop_dataplane",
-        default=True,
-        help="On a full stop, also stop what the agents left running (dnsmasq, "
-        "haproxy, keepalived). False keeps the data plane up across a stop; the "
-        "survivors are listed in the log. A single agent restart never touches them.",
+        default=False,
+        help="On a full stop, also stop the data-plane helpers the agents left "
+        "running (dnsmasq, haproxy, keepalived, neutron-keepalived-state-change). "
+        "False (the default) keeps DHCP, metadata and HA routers serving across a "
+        "stop, restart or upgrade of the supervisor; the agents adopt the helpers "
+        "when they start again, and the survivors are listed in the log. Other "
+        "leftovers (privsep daemons, stray workers) are always stopped. A single "
+        "agent restart never touches the helpers.",
     ),
     cfg.BoolOpt(
         "ensure_bridges",

@@ -60,3 +60,32 @@ def test_lifecycle_sends_the_agents_stop_signal():
     m = make(stop_signal=signal.SIGINT)
     ready(m, pid=100)
     assert Signal(100, signal.SIGINT) in m.handle(StopRequested(), 1.0)
+
+
+def test_check_fails_with_the_arithmetic_when_a_dropin_is_too_short(layout, tmp_path):
+    """`hvsupervisor check`'s row, against an installed unit and a site drop-in."""
+    from pathlib import Path
+
+    from hvsupervisor.check_cmd import stop_budget_row
+    from hvsupervisor.config.plan import build_plans
+
+    root = tmp_path / "root"
+    lib = root / "lib/systemd/system"
+    lib.mkdir(parents=True)
+    shipped = Path(__file__).resolve().parents[2] / "units" / "hvsupervisor.service"
+    (lib / "hvsupervisor.service").write_text(shipped.read_text())
+    layout.write("defaults", "svc/svc.conf.d/99-slow.conf",
+                 "[DEFAULT]\ngraceful_shutdown_timeout = 100\n")
+    settings = layout.settings()
+    plans = build_plans(settings)
+    row = stop_budget_row(settings, plans, root)
+    assert row.status == "ok", row.detail
+    dropin = root / "etc/systemd/system/hvsupervisor.service.d/50-short.conf"
+    dropin.parent.mkdir(parents=True)
+    dropin.write_text("[Service]\nTimeoutStopSec=2min\n")
+    row = stop_budget_row(settings, plans, root)
+    assert row.status == "fail"
+    # beta is after alpha: alpha stops once beta has exited; both read 99-slow.conf.
+    assert row.detail.startswith(f"TimeoutStopSec=120s ({dropin}:2) is shorter than the "
+                                 "longest stop chain: 110 (beta) + 110 (alpha) + 5 (supervisor "
+                                 "exit) = 225s")
