@@ -43,8 +43,8 @@ import signal
 from dataclasses import dataclass
 from typing import Literal
 
+from hvsupervisor.objects.status import AgentStatus
 from hvsupervisor.policy import FlapDetector, RestartPolicy, backoff_delay
-from hvsupervisor.status import AgentSnapshot
 
 ReadyKind = Literal["notify", "alive", "probe"]
 
@@ -271,8 +271,9 @@ class AgentLifecycle:
             return self._gate_reason or "host gate closed"
         return ""
 
-    def snapshot(self) -> AgentSnapshot:
-        return AgentSnapshot(
+    def snapshot(self) -> AgentStatus:
+        """Its status without the plan's fields (the supervisor adds digest and argv)."""
+        return AgentStatus(
             name=self.name,
             state=self._state.value,
             ready=self.ready,

@@ -68,7 +68,7 @@ class ControlServer:
         cmd = request.get("cmd")
         if cmd == "status":
             sup.refresh_pending()
-            return {"ok": True, **sup.status_json()}
+            return {"ok": True, **sup.node_status().to_primitive()}
         if cmd == "plans":
             return {"ok": True, "agents": sup.plans_json()}
         if cmd == "reload":

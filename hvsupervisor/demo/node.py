@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvsupervisor import paths, run_cmd
+from hvsupervisor import paths, rundir
 from hvsupervisor.config.errors import EX_CONFIG, ConfigError
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings
@@ -69,7 +69,7 @@ class Layout:
 
     @property
     def control_socket(self) -> Path:
-        return self.run / run_cmd.CONTROL_NAME
+        return self.run / rundir.CONTROL_NAME
 
     def prepare(self) -> None:
         """Fresh run-time dirs (a killed earlier run may have left sockets); keep logs/state."""
@@ -220,17 +220,17 @@ def run(demo_dir: Path, defaults_dir: Path | None = None) -> int:
         return 1
     t0 = time.monotonic()
     layout = Layout(demo_dir.resolve())
-    problem = run_cmd.socket_path_problem(layout.run, SIX_AGENTS)
+    problem = rundir.socket_path_problem(layout.run, SIX_AGENTS)
     if problem:
         print(f"hvsupervisor demo: {problem}; pick a shorter HVSUP_DEMO_DIR", file=sys.stderr)
         return 1
     layout.root.mkdir(mode=0o750, parents=True, exist_ok=True)
     try:  # before prepare(): it clears the run-time dirs a running demo uses
-        lock_fd = run_cmd.take_lock(layout.root)
-    except run_cmd.AlreadyRunning as exc:
+        lock_fd = rundir.take_lock(layout.root)
+    except rundir.AlreadyRunning as exc:
         print(f"hvsupervisor demo: {exc} (a demo)", file=sys.stderr)
         return 1
-    run_cmd.write_pid(lock_fd)
+    rundir.write_pid(lock_fd)
     defaults = (defaults_dir or paths.defaults_dir()).resolve()
     sig = _Signals()
     sig.install()

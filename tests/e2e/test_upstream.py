@@ -155,7 +155,7 @@ def test_nova_compute_restart_keeps_its_node_identity(upstream_controlplane, ups
 
 def test_cleanup_commands_use_the_resolved_config(upstream_controlplane, upstream_node,
                                                   capsys):
-    from hvsupervisor import cleanup
+    from hvsupervisor.cmd import cleanup
 
     cp, node = upstream_controlplane, upstream_node
     assert cleanup.main_ovs(["--dry-run", *node.cli_dirs()]) == 0

@@ -4,7 +4,8 @@ import json
 
 from hvsupervisor.config import diff
 from hvsupervisor.config.plan import build_plan
-from hvsupervisor.status import AgentSnapshot, summary_line
+from hvsupervisor.objects.status import AgentStatus
+from hvsupervisor.status import summary_line
 
 
 def _snap(layout, agent="alpha"):
@@ -66,9 +67,9 @@ def test_multi_valued_options_accumulate(layout):
 
 def test_status_line_names_restart_pending_last():
     line = summary_line([
-        AgentSnapshot("nova-compute", "ready", True, restart_pending="code changed after start: "
+        AgentStatus("nova-compute", "ready", True, restart_pending="code changed after start: "
                       "nova-34.0.1.dist-info"),
-        AgentSnapshot("neutron-l3-agent", "failed", False, reason="exit 1"),
+        AgentStatus("neutron-l3-agent", "failed", False, reason="exit 1"),
     ])
     assert line == ("1/2 ready; neutron-l3-agent failed: exit 1; nova-compute restart pending: "
                     "code changed after start: nova-34.0.1.dist-info")

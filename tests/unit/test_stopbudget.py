@@ -66,7 +66,7 @@ def test_check_fails_with_the_arithmetic_when_a_dropin_is_too_short(layout, tmp_
     """`hvsupervisor check`'s row, against an installed unit and a site drop-in."""
     from pathlib import Path
 
-    from hvsupervisor.check_cmd import stop_budget_row
+    from hvsupervisor.cmd.check import stop_budget_row
     from hvsupervisor.config.plan import build_plans
 
     root = tmp_path / "root"

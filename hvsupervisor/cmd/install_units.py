@@ -58,6 +58,10 @@ def install(root: Path, exe: str | None = None) -> list[Path]:
     return written
 
 
+def main(args) -> int:
+    return run(args.root)
+
+
 def run(root: str) -> int:
     for path in install(Path(root)):
         print(f"installed {path}")

@@ -90,7 +90,7 @@ def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
     return rows
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     rows = collect(args)
     if args.format == "json":
         sys.stdout.write(preflight.render_json(rows))

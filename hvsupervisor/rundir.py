@@ -1,31 +1,24 @@
-"""``hvsupervisor run``: the supervisor's main process.
+"""The run dir's fixed names, its single-instance lock and its directories.
 
-Order matters here: config is resolved and validated first (exit 78 before
-anything starts), then the run-dir lock makes a second supervisor refuse to
-start, then ``--daemon`` detaches (python-daemon; the lock's open file
-survives the fork), and only then the asyncio loop starts.
+Shared by ``hvsupervisor run``, the control-socket client verbs and the demo
+(which locks its own root the same way), so none of them imports another's
+command module.
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import fcntl
 import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from oslo_log import log as oslo_log
-
-from hvsupervisor.config.errors import ConfigError
-from hvsupervisor.config.plan import build_plans
-from hvsupervisor.config.settings import Settings
+if TYPE_CHECKING:  # the status verb reads CONTROL_NAME: keep oslo.config out of it
+    from hvsupervisor.config.settings import Settings
 
 LOCK_NAME = "hvsupervisor.pid"  # the pidfile is also the single-instance lock
 CONTROL_NAME = "control.sock"
-
-
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with its NUL
 
 
@@ -72,44 +65,3 @@ def take_lock(run_dir: Path) -> int:
 def write_pid(fd: int) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-
-
-async def _serve(settings: Settings, plans) -> int:
-    from hvsupervisor.control.server import ControlServer
-    from hvsupervisor.host.wiring import make_gates
-    from hvsupervisor.supervisor import Supervisor
-    from hvsupervisor.systemd.notify import SystemdNotifier
-
-    sup = Supervisor(settings, plans, notifier=SystemdNotifier(), gate_factory=make_gates)
-    control = ControlServer(sup, settings.run_dir / CONTROL_NAME)
-    await control.start()
-    try:
-        return await sup.run()
-    finally:
-        await control.close()
-
-
-def run(settings: Settings, daemonize: bool = False) -> int:
-    from hvsupervisor.host.wiring import gate_settings
-
-    plans = build_plans(settings)  # ConfigError -> exit 78 before anything starts
-    gate_settings(settings, plans)  # likewise for what the host gates read
-    problem = socket_path_problem(settings.run_dir, plans)
-    if problem:
-        raise ConfigError(problem)
-    make_dirs(settings)
-    try:
-        lock_fd = take_lock(settings.run_dir)
-    except AlreadyRunning as exc:
-        print(f"hvsupervisor: {exc}", file=sys.stderr)
-        return 1
-    if daemonize:
-        import daemon
-
-        ctx = daemon.DaemonContext(working_directory="/", umask=0o027,
-                                   files_preserve=[lock_fd], detach_process=True)
-        ctx.open()
-    write_pid(lock_fd)
-    assert settings.conf is not None
-    oslo_log.setup(settings.conf, "hvsupervisor")
-    return asyncio.run(_serve(settings, plans))

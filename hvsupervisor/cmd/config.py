@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from hvsupervisor.cli import print_json
+from hvsupervisor.cmd.common import load
 from hvsupervisor.config.explain import effective, mask_text, mask_value
 from hvsupervisor.config.plan import Plan, agent_spec, build_plan, build_plans
 from hvsupervisor.config.settings import Settings
-from hvsupervisor.render import table
+from hvsupervisor.render import print_json, table
 
 
 def masked_plan(plan: Plan) -> dict:
@@ -69,3 +69,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return {"plan": _plan, "explain": _explain, "validate": _validate}[args.config_verb](
         args, settings
     )
+
+
+def main(args: argparse.Namespace) -> int:
+    return run(args, load(args))

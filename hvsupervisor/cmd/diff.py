@@ -14,13 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from hvsupervisor.cli import print_json
+from hvsupervisor.cmd.common import load, run_dir
 from hvsupervisor.config import diff as config_diff
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import Settings
 from hvsupervisor.control.client import ControlError, call
-from hvsupervisor.render import table
-from hvsupervisor.run_cmd import CONTROL_NAME
+from hvsupervisor.render import print_json, table
+from hvsupervisor.rundir import CONTROL_NAME
 
 
 def running_plans(run_dir: Path) -> dict:
@@ -79,12 +79,17 @@ def _show(value: str | None) -> str:
     return value.replace("\n", " | ")
 
 
-def run(args: argparse.Namespace, settings: Settings, run_dir: Path, dry_run: bool) -> int:
+def run(args: argparse.Namespace, settings: Settings, rdir: Path, dry_run: bool) -> int:
     try:
-        running = running_plans(run_dir)
+        running = running_plans(rdir)
     except ControlError as exc:
         print(f"hvsupervisor: {exc}", file=sys.stderr)
         return 1
     diffs = compute(settings, running, getattr(args, "agent", None))
     render(diffs, args.format, dry_run)
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    dry_run = args.verb == "reload"
+    return run(args, load(args), run_dir(args), dry_run)

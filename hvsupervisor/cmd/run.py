@@ -1,0 +1,73 @@
+"""``hvsupervisor run``: the supervisor's main process.
+
+Order matters here: config is resolved and validated first (exit 78 before
+anything starts), then the run-dir lock makes a second supervisor refuse to
+start, then ``--daemon`` detaches (python-daemon; the lock's open file
+survives the fork), and only then the asyncio loop starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from hvsupervisor.cmd.common import load
+from hvsupervisor.config.errors import ConfigError
+from hvsupervisor.config.plan import build_plans
+from hvsupervisor.config.settings import Settings
+from hvsupervisor.rundir import (
+    CONTROL_NAME,
+    AlreadyRunning,
+    make_dirs,
+    socket_path_problem,
+    take_lock,
+    write_pid,
+)
+
+
+async def _serve(settings: Settings, plans) -> int:
+    from hvsupervisor.control.server import ControlServer
+    from hvsupervisor.host.wiring import make_gates
+    from hvsupervisor.supervisor import Supervisor
+    from hvsupervisor.systemd.notify import SystemdNotifier
+
+    sup = Supervisor(settings, plans, notifier=SystemdNotifier(), gate_factory=make_gates)
+    control = ControlServer(sup, settings.run_dir / CONTROL_NAME)
+    await control.start()
+    try:
+        return await sup.run()
+    finally:
+        await control.close()
+
+
+def main(args: argparse.Namespace) -> int:
+    return run(load(args), daemonize=args.daemon)
+
+
+def run(settings: Settings, daemonize: bool = False) -> int:
+    from hvsupervisor.host.wiring import gate_settings
+
+    plans = build_plans(settings)  # ConfigError -> exit 78 before anything starts
+    gate_settings(settings, plans)  # likewise for what the host gates read
+    problem = socket_path_problem(settings.run_dir, plans)
+    if problem:
+        raise ConfigError(problem)
+    make_dirs(settings)
+    try:
+        lock_fd = take_lock(settings.run_dir)
+    except AlreadyRunning as exc:
+        print(f"hvsupervisor: {exc}", file=sys.stderr)
+        return 1
+    if daemonize:
+        import daemon
+
+        ctx = daemon.DaemonContext(working_directory="/", umask=0o027,
+                                   files_preserve=[lock_fd], detach_process=True)
+        ctx.open()
+    write_pid(lock_fd)
+    assert settings.conf is not None
+    from oslo_log import log as oslo_log  # only the run path pays for oslo.log
+
+    oslo_log.setup(settings.conf, "hvsupervisor")
+    return asyncio.run(_serve(settings, plans))

@@ -1,0 +1,124 @@
+"""Reporting: the STATUS= line, READY=1, the watchdog and the status reply.
+
+Everything here reads the agents' lifecycles and tells the outside world;
+nothing changes an agent. Metrics belong here too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from hvsupervisor import codechange
+from hvsupervisor.objects.status import AgentStatus, NodeStatus
+from hvsupervisor.status import summary_line
+
+LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
+
+
+class Reporting:
+    """Mixin of :class:`~hvsupervisor.supervisor.loop.Supervisor`: what it tells the world.
+
+    Reads the loop's ``agents``, ``_ready_sent``, ``_degraded_ready``,
+    ``_status``; owns ``_ready_timer`` and ``_watchdog``.
+    """
+
+    def snapshots(self) -> list[AgentStatus]:
+        """Each agent's lifecycle status: cheap, for the STATUS= line on every event."""
+        return [dataclasses.replace(a.machine.snapshot(), restart_pending=a.pending)
+                if a.pending else a.machine.snapshot() for a in self.agents.values()]
+
+    def refresh_pending(self) -> None:
+        """Look whether an agent's code changed after its process started (LP#1980211).
+
+        A few stat() calls per agent, done when someone asks (status over the
+        control socket), never on a timer: an idle node stays idle. STATUS=
+        follows, so `systemctl status` shows it from then on.
+        """
+        changed = False
+        for agent in self.agents.values():
+            pid = agent.machine.pid
+            reason = codechange.changed_since(list(agent.plan.argv), pid) if pid else None
+            if (reason or "") != agent.pending:
+                agent.pending, changed = reason or "", True
+                if reason:
+                    LOG.warning("event=restart-pending agent=%s %s", agent.name, reason)
+        if changed:
+            self._report()
+
+    def plans_json(self) -> dict:
+        """Each agent's running plan snapshot, for `config diff` and `reload --dry-run`."""
+        return {a.name: {"state": a.machine.state.value, "pid": a.machine.pid,
+                         "snapshot": a.snapshot} for a in self.agents.values()}
+
+    def _report(self) -> None:
+        line = summary_line(self.snapshots())
+        all_ready = bool(self.agents) and all(a.machine.ready for a in self.agents.values())
+        if all_ready:
+            self._degraded_ready = False  # a late agent caught up after ready_timeout
+        elif self._degraded_ready:
+            line = "degraded: " + line
+        if line != self._status:
+            self._status = line
+            LOG.info("status: %s", line)
+            self.notifier.status(line)
+        if all_ready and not self._ready_sent and not self._shutting_down:
+            self._send_ready()
+
+    def _send_ready(self, degraded: bool = False) -> None:
+        self._ready_sent = True
+        self._degraded_ready = degraded
+        if self._ready_timer is not None:
+            self._ready_timer.cancel()
+            self._ready_timer = None
+        line = summary_line(self.snapshots())
+        if degraded:
+            line = "degraded: " + line
+        self._status = line
+        LOG.info("event=ready degraded=%s status=%s", degraded, line)
+        self.notifier.ready_with_status(line)
+
+    def _ready_timeout(self) -> None:
+        self._ready_timer = None
+        if not self._ready_sent:
+            LOG.warning("ready_timeout reached: telling systemd READY=1 with a degraded status")
+            self._send_ready(degraded=True)
+
+    def _arm_report_timers(self) -> None:
+        """The ready_timeout timer, and the watchdog when systemd asked for one."""
+        assert self._loop is not None
+        timeout = self.settings.supervisor.ready_timeout
+        self._ready_timer = self._loop.call_later(timeout, self._ready_timeout)
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            due = time.monotonic() + interval / 2
+            self._watchdog = self._loop.call_later(interval / 2, self._watchdog_tick,
+                                                   interval, due)
+
+    def _disarm_report_timers(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+
+    def _watchdog_tick(self, interval: float, scheduled: float) -> None:
+        """Pet the watchdog only from the loop, and only if the loop is not lagging."""
+        assert self._loop is not None
+        lag = time.monotonic() - scheduled
+        if lag < interval:
+            self.notifier.watchdog()
+        else:
+            LOG.warning("loop lagged %.1fs: not petting the watchdog", lag)
+        due = time.monotonic() + interval / 2
+        self._watchdog = self._loop.call_later(interval / 2, self._watchdog_tick, interval, due)
+
+    def node_status(self) -> NodeStatus:
+        """The one status object every output renders (control socket, CLI, JSON)."""
+        from hvsupervisor.config.explain import mask_text
+
+        agents = tuple(
+            dataclasses.replace(a.machine.snapshot(), digest=a.plan.digest,
+                                argv=tuple(mask_text(arg) for arg in a.plan.argv),
+                                restart_pending=a.pending)
+            for a in self.agents.values())
+        ready = self._ready_sent and bool(agents) and all(a.ready for a in agents)
+        return NodeStatus(ready=ready, status=self._status, agents=agents)

@@ -1,0 +1,148 @@
+"""Spawning agents and probing the world: processes, readiness probes, host gates.
+
+Turns ``Spawn`` into a process with its output wired to the journal (or a
+log file) and its own notify socket, starts the readiness probe its plan
+names (tcp, unix, ovsdb-bridge) and watches the host gates (libvirtd,
+ovsdb) whose changes become ``GateChanged`` events. Every result goes back
+to the loop as an event (``self._post`` then ``self._drain``), never as a
+direct state change. A health prober belongs here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from hvsupervisor import process
+from hvsupervisor.lifecycle import BecameReady, Spawned, SpawnFailed
+from hvsupervisor.readiness import wait_accepting, wait_bridge
+from hvsupervisor.supervisor.agent import Agent
+from hvsupervisor.systemd import journal
+
+LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
+
+# Traverse-only for others: qemu runs as libvirt-qemu and must reach instance
+# disks under {state_dir}/nova/instances; nobody else may list them.
+AGENT_DIR_MODE = 0o711
+
+
+def last_line(path: Path | None, limit: int = 4096) -> str | None:
+    """The last non-empty line of an agent's output file, for STATUS= on failure."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    return lines[-1][:160] if lines else None
+
+
+class Spawning:
+    """Mixin of :class:`~hvsupervisor.supervisor.loop.Supervisor`: spawn, probe, gates.
+
+    Uses the loop's ``agents``, ``_post``/``_drain`` and ``_pid_to_agent``;
+    owns ``gates`` and ``_gate_key``.
+    """
+
+    def _output_fds(self, agent: Agent) -> tuple[int, int]:
+        if self._use_journal:
+            path = self.settings.supervisor.journal_socket
+            try:
+                # One stream for stdout and stderr: oslo.log writes every level
+                # to one of them, and one stream keeps a traceback in order.
+                out = journal.journal_stream(agent.name, 6, path)
+                return out, os.dup(out)
+            except OSError as exc:
+                LOG.warning("journal stream for %s failed (%s); writing %s.log instead",
+                            agent.name, exc, agent.name)
+                agent.log_path = self.settings.log_dir / f"{agent.name}.log"
+        assert agent.log_path is not None
+        fd = journal.log_file_fd(str(agent.log_path))
+        return fd, os.dup(fd)
+
+    def _spawn(self, agent: Agent) -> None:
+        for directory in agent.plan.directories:
+            try:
+                os.makedirs(directory, mode=AGENT_DIR_MODE, exist_ok=True)
+            except OSError as exc:
+                self._post(agent.name, SpawnFailed(f"cannot create {directory}: {exc.strerror}"))
+                return
+        env = process.child_env(os.environ, agent.plan.env)
+        if agent.listener is not None:
+            env["NOTIFY_SOCKET"] = agent.listener.path
+        try:
+            out, err = self._output_fds(agent)
+        except OSError as exc:
+            self._post(agent.name, SpawnFailed(f"cannot open output: {exc}"))
+            return
+        try:
+            pid = process.spawn(agent.plan.argv, env, out, err)
+        except process.SpawnError as exc:
+            LOG.error("event=spawn-failed agent=%s %s", agent.name, exc)
+            self._post(agent.name, SpawnFailed(str(exc)))
+            return
+        finally:
+            os.close(out)
+            os.close(err)
+        self._pid_to_agent[pid] = agent.name
+        LOG.info("event=spawn agent=%s pid=%d digest=%s", agent.name, pid,
+                 agent.plan.digest[:12])
+        self._post(agent.name, Spawned(pid))
+        if agent.plan.ready.kind in ("tcp", "unix", "ovsdb-bridge"):
+            agent.probe = asyncio.ensure_future(self._probe(agent.name, pid))
+
+    async def _probe(self, name: str, pid: int) -> None:
+        agent = self.agents.get(name)
+        if agent is None:
+            return
+        rule = agent.plan.ready
+        if rule.kind == "ovsdb-bridge":
+            assert rule.bridge is not None
+            await wait_bridge(self._ovsdb_remote(), rule.bridge)
+        else:
+            await wait_accepting(rule)
+        agent.probe = None
+        self._post(name, BecameReady(pid))
+        self._drain()
+
+    # ------------------------------------------------------------------ gates
+
+    def _gate_state(self, agent: Agent) -> tuple[bool, str]:
+        for gate_name in agent.plan.host_gates:
+            gate = self.gates.get(gate_name)
+            if gate is None:
+                continue
+            st = gate.status
+            if not st.open:
+                return False, st.reason
+        return True, ""
+
+    def _on_gate_change(self, status) -> None:
+        LOG.info("event=gate gate=%s open=%s reason=%s", status.name, status.open, status.reason)
+        self._refresh_conditions()
+        self._drain()
+
+    def _ovsdb_remote(self) -> str:
+        """The ovsdb the node's agents use: the ovsdb gate's, else neutron's default."""
+        ovsdb = getattr(self._gate_key, "ovsdb", None)
+        if ovsdb:
+            return ovsdb[0]
+        from hvsupervisor.host.ovsdb import DEFAULT_REMOTE
+
+        return DEFAULT_REMOTE
+
+    async def _replace_gates(self, key: object, gates: dict) -> None:
+        old, self.gates, self._gate_key = self.gates, gates, key
+        for gate in old.values():
+            await gate.stop()
+        for name, gate in gates.items():
+            LOG.info("event=gate-watch gate=%s", name)
+            await gate.start(self._on_gate_change)
+        self._refresh_conditions()
