@@ -67,6 +67,15 @@ supervisor_opts = [
         "leftovers (privsep daemons, stray workers) are always stopped. A single "
         "agent restart never touches the helpers.",
     ),
+    cfg.ListOpt(
+        "dataplane_helpers",
+        default=["dnsmasq", "haproxy", "keepalived", "neutron-keepalived-state-change",
+                 "radvd", "conntrackd"],
+        help="Program names (argv[0], or the script after an interpreter) of the "
+        "data-plane helpers the agents start and leave running on purpose. With "
+        "stop_dataplane = false they, and what runs below them, outlive a stop of "
+        "the supervisor; any other leftover is stopped.",
+    ),
     cfg.BoolOpt(
         "ensure_bridges",
         default=False,

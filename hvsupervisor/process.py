@@ -335,6 +335,11 @@ def _proc_ppids() -> dict[int, int]:
     return ppids
 
 
+def ppids() -> dict[int, int]:
+    """pid -> ppid of every process (for telling a helper's children from strays)."""
+    return _proc_ppids()
+
+
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:

@@ -94,6 +94,7 @@ class AgentSpec:
 class SupervisorSettings:
     ready_timeout: float
     stop_dataplane: bool
+    dataplane_helpers: list
     ensure_bridges: bool
     restart_sec: float
     restart_max_delay: float
