@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -33,9 +32,12 @@ from hvsupervisor.demo.profile import write_ini
 from hvsupervisor.demo.services import Netns, Proc
 from tests import util
 
-VENV = Path(os.environ.get("HVSUP_UPSTREAM_VENV", "/work/venv-os"))
-BIN = VENV / "bin"
-PY = BIN / "python"
+# The interpreter running the tests is the one with nova, neutron and placement
+# (tox's e2e env): its prefix holds their console scripts and shipped etc/.
+# No path of one machine: whatever venv runs pytest is the upstream venv.
+VENV = Path(sys.prefix)
+BIN = Path(sys.executable).parent
+PY = Path(sys.executable)
 NODE_HOST = "e2e-node"
 
 

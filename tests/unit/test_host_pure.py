@@ -192,11 +192,12 @@ def test_libvirt_gate_without_libvirt_python(monkeypatch):
     # Simulates a host without libvirt-python (this dev venv has it installed).
     import sys
 
-    from hvsupervisor.host.libvirt import LibvirtGate
+    from hvsupervisor.host.libvirt import NOT_INSTALLED, LibvirtGate
 
     monkeypatch.setitem(sys.modules, "libvirt", None)
     gate = LibvirtGate("qemu:///system")
-    assert gate.probe().reason == "libvirt-python not installed"
+    assert gate.probe().reason == NOT_INSTALLED
+    assert "'libvirt'" in NOT_INSTALLED and "hvsupervisor[libvirt]" in NOT_INSTALLED
     seen = []
 
     async def watch():
@@ -204,4 +205,4 @@ def test_libvirt_gate_without_libvirt_python(monkeypatch):
         await gate.stop()
 
     asyncio.run(watch())
-    assert [(s.open, s.reason) for s in seen] == [(False, "libvirt-python not installed")]
+    assert [(s.open, s.reason) for s in seen] == [(False, NOT_INSTALLED)]
