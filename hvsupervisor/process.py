@@ -335,6 +335,11 @@ def _proc_ppids() -> dict[int, int]:
     return ppids
 
 
+def cmdline(pid: int) -> str:
+    """``pid``'s command line, space-joined ("" if it is gone)."""
+    return _cmdline(pid)
+
+
 def ppids() -> dict[int, int]:
     """pid -> ppid of every process (for telling a helper's children from strays)."""
     return _proc_ppids()

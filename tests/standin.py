@@ -61,6 +61,12 @@ def helper_grandchild(spec: str) -> None:
     its argv[0] is what the supervisor recognises a helper by.
     """
     name, _, pidfile = spec.partition(":")
+    try:  # adopt a running one, as neutron's agents do with their pid files
+        pid = int(open(pidfile).read().strip())
+        if open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0] == name.encode():
+            return
+    except (OSError, ValueError):
+        pass
     mid = os.fork()
     if mid == 0:
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
 import random
@@ -31,7 +32,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from hvsupervisor import deps, process
+from hvsupervisor import dataplane, deps, leftovers, process
 from hvsupervisor.config import diff as config_diff
 from hvsupervisor.config.plan import Plan
 from hvsupervisor.config.settings import Settings
@@ -66,6 +67,15 @@ LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
 class ShuttingDown(Exception):
     """An operator verb arrived while the supervisor stops: it would start processes
     that nothing would stop."""
+
+
+def _stop_signal_for(plans: dict[str, Plan], cmdline: str) -> int:
+    """The stop_signal of the agent whose program ``cmdline`` runs (SIGTERM if none)."""
+    names = dataplane.program_names(cmdline)
+    for plan in plans.values():
+        if os.path.basename(plan.argv[0]) in names:
+            return plan.stop_signal
+    return signal.SIGTERM
 
 
 class Supervisor(Spawning, Reloading, Stopping, Reporting):
@@ -277,6 +287,10 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
         (self.settings.run_dir / "notify").mkdir(mode=0o700, parents=True, exist_ok=True)
 
         plans = self._initial_plans
+        # Before the first spawn: no second copy of an agent a crashed predecessor left.
+        await asyncio.get_running_loop().run_in_executor(
+            None, leftovers.stop_stale, self.settings.supervisor.dataplane_helpers,
+            functools.partial(_stop_signal_for, plans))
         for name in deps.start_order({n: list(p.after) for n, p in plans.items()}):
             self.agents[name] = self._make_agent(plans[name])
         if self.gate_factory is not None:
