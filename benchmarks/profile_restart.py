@@ -76,6 +76,7 @@ def child(out: str, argv: list[str]) -> int:
 
 
 def main() -> int:
+    c.parse_args(__doc__)
     n = 10 if c.quick() else 30
     events = c.ProcEvents()
     with c.Workspace("profile") as ws:

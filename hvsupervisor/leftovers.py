@@ -115,7 +115,7 @@ def stop_stale(helpers: Iterable[str], signal_for: Callable[[str], int],
     if not members:
         return []
     cmdlines = {pid: process.cmdline(pid) for pid in members}
-    found = stale(members, os.getpid(), cmdlines, process.ppids(), helpers)
+    found = stale(members, os.getpid(), cmdlines, process.proc_ppids(), helpers)
     if not found:
         return []
     for pid, cmd in sorted(found.items()):

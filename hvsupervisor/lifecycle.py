@@ -6,7 +6,10 @@ no process, socket, clock or sleep. The supervisor loop is the only place
 that does things: it applies the actions (`Spawn`, `Signal`, `SetTimer`,
 `CancelTimer`) and turns what happens into events.
 
-States (DESIGN.md section 4)::
+Longer than our other modules on purpose: the transitions read best side by
+side, with the event and action types they exchange (doc/architecture.md).
+
+States::
 
     waiting --(gate open and deps ready)--> starting --(ready signal)--> ready
     starting/ready --(exit, not requested)--> backoff --(timer)--> starting | waiting
@@ -32,7 +35,7 @@ Rules the supervisor loop must know:
   Events for another pid are ignored (stale).
 * An agent that exits while its host gate is closed goes to `waiting`
   without counting a failure: the restart budget is not spent on a host
-  problem (DESIGN.md section 4).
+  problem.
 """
 
 from __future__ import annotations
@@ -123,6 +126,14 @@ Event = (
     | StartRequested | StopRequested | RestartRequested
 )
 
+OPERATOR_VERBS = ("start", "stop", "restart")
+
+
+def operator_event(verb: str) -> Event:
+    """The event for an operator verb on one agent (KeyError for another verb)."""
+    return {"start": StartRequested, "stop": StopRequested,
+            "restart": RestartRequested}[verb]()
+
 
 # -- actions (the loop applies these, in order) ------------------------------------------
 @dataclass(frozen=True)
@@ -150,7 +161,8 @@ class CancelTimer:
 Action = Spawn | Signal | SetTimer | CancelTimer
 
 
-def describe_exit(returncode: int | None, signum: int | None, last_line: str | None) -> str:
+def describe_exit(returncode: int | None, signum: int | None,
+                  last_line: str | None = None) -> str:
     """"exit 1", "signal 9 (SIGKILL)", plus " (last log line)" when known.
 
     A negative returncode (subprocess's way of saying "killed by signal") is

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from oslo_config import cfg, types
 
+from hvsupervisor import paths
+
 AGENT_GROUP_PREFIX = "agent:"
 
 SIX_AGENTS = [
@@ -42,7 +44,7 @@ default_opts = [
     ),
     cfg.StrOpt(
         "run_dir",
-        default="/run/hvsupervisor",
+        default=paths.DEFAULT_RUN_DIR,
         help="Sockets (control, per-agent notify) and the lock. Overridden by --run-dir.",
     ),
 ]

@@ -8,8 +8,8 @@ are left out, so the one real cause is the row that fails.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-import sys
 from pathlib import Path
 
 from hvsupervisor import paths, stopbudget
@@ -18,6 +18,7 @@ from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import CONF_D, load_settings
 from hvsupervisor.host import preflight
 from hvsupervisor.host.wiring import gate_settings
+from hvsupervisor.render import print_json, table
 from hvsupervisor.systemd import unitfile
 
 
@@ -90,10 +91,21 @@ def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
     return rows
 
 
+def check_table(rows: list[preflight.CheckRow]) -> str:
+    """One row per check; the status in capitals so a FAIL stands out."""
+    return table(["check", "status", "detail"], [(r.name, r.status.upper(), r.detail)
+                                                 for r in rows])
+
+
+def check_json(rows: list[preflight.CheckRow]) -> dict:
+    """``{"ok": bool, "checks": [{"name", "status", "detail"}]}``."""
+    return {"ok": preflight.all_ok(rows), "checks": [dataclasses.asdict(r) for r in rows]}
+
+
 def main(args: argparse.Namespace) -> int:
     rows = collect(args)
     if args.format == "json":
-        sys.stdout.write(preflight.render_json(rows))
+        print_json(check_json(rows))
     else:
-        print(preflight.render_table(rows))
+        print(check_table(rows))
     return 0 if preflight.all_ok(rows) else 1

@@ -28,7 +28,13 @@ def load(args: argparse.Namespace) -> Settings:
 
 
 def run_dir(args: argparse.Namespace) -> Path:
-    """The run dir of the supervisor to talk to: --run-dir, else from its config."""
+    """The run dir of the supervisor to talk to: --run-dir, else from its config.
+
+    The config is read by the fast path (config/lookup.py) when it can be sure
+    of the answer, else loaded whole.
+    """
     if args.run_dir:
         return Path(args.run_dir)
-    return load(args).run_dir
+    from hvsupervisor.config import lookup
+
+    return lookup.run_dir(args.defaults_dir, args.override_dir) or load(args).run_dir

@@ -1,4 +1,4 @@
-"""The layering rules (DESIGN.md section 3), resolved to an ordered file list.
+"""The layering rules (README.md, "Configuration"), resolved to an ordered file list.
 
 1. A base file in the override dir replaces the default whole (the snap's
    rule): no merging inside a file.

@@ -22,14 +22,14 @@ from hvsupervisor.config import layers
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.parse import ParsedFile, parse_file
 
-CONF_D = "hvsupervisor.conf.d"
+CONF_D = paths.CATALOG_CONF_D
 
 
 @dataclass(frozen=True)
 class ReadyRule:
-    """How an agent's readiness is decided (DESIGN.md section 2)."""
+    """How an agent's readiness is decided (doc/upstream-behaviour.md section 3)."""
 
-    kind: str  # notify | alive | tcp | unix
+    kind: str  # notify | alive | tcp | unix | ovsdb-bridge
     seconds: float | None = None
     host: str | None = None
     port: int | None = None

@@ -14,6 +14,7 @@ import logging
 import os
 from pathlib import Path
 
+from hvsupervisor.lifecycle import OPERATOR_VERBS
 from hvsupervisor.supervisor import ShuttingDown
 
 LOG = logging.getLogger("hvsupervisor.control")
@@ -73,7 +74,7 @@ class ControlServer:
             return {"ok": True, "agents": sup.plans_json()}
         if cmd == "reload":
             return await sup.reload()
-        if cmd in ("start", "stop", "restart"):
+        if cmd in OPERATOR_VERBS:
             names = request.get("agents") or []
             if not names and cmd == "stop":
                 names = list(sup.agents)

@@ -43,29 +43,12 @@ class Layout:
 
     root: Path
 
-    @property
-    def override(self) -> Path:
-        return self.root / "override"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "log"
-
-    @property
-    def run(self) -> Path:
-        return self.root / "run"
-
-    @property
-    def ovs(self) -> Path:
-        return self.root / "ovs"
-
-    @property
-    def rabbit(self) -> Path:
-        return self.root / "rabbit"
+    override = property(lambda self: self.root / "override")
+    state = property(lambda self: self.root / "state")
+    log = property(lambda self: self.root / "log")
+    run = property(lambda self: self.root / "run")
+    ovs = property(lambda self: self.root / "ovs")
+    rabbit = property(lambda self: self.root / "rabbit")
 
     @property
     def control_socket(self) -> Path:

@@ -1,10 +1,10 @@
 """The demo node's override dir: conf.d snippets over the shipped defaults.
 
 The shipped defaults stay as they are; the demo only adds snippets, as an
-operator would (DESIGN.md section 3): site values (host, bus, private
+operator would (README.md, "Configuration"): site values (host, bus, private
 ovsdb) and what a fresh machine without a cloud cannot provide:
 
-- no OVS kernel module: ``datapath_type = netdev`` (DESIGN.md section 8);
+- no OVS kernel module: ``datapath_type = netdev`` (doc/upstream-behaviour.md section 11);
 - no kernel conntrack for the OVS firewall: ``firewall_driver = noop``;
 - no libvirtd/KVM promised: nova's ``fake.PredictableNodeUUIDDriver``, whose
   node uuid is uuid5(DNS, host), with that uuid in ``$state_path/compute_id``

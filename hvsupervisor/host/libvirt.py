@@ -165,11 +165,9 @@ class LibvirtGate(RetryingGate):
         uri: str,
         *,
         keepalive: tuple[int, int] | None = None,
-        initial_delay: float = 0.05,
-        max_delay: float = 0.5,
         probe_timeout: float = 30.0,
     ) -> None:
-        super().__init__("libvirt", initial_delay, max_delay)
+        super().__init__("libvirt")
         self.uri = uri
         self._keepalive = keepalive
         self._probe_timeout = probe_timeout

@@ -10,6 +10,9 @@ idle gate registers one fd and no timer: zero periodic wakeups. ovsdb-server
 exiting closes the socket; the IDL sees EOF and the gate shuts. A bridge deleted
 while open shuts the gate too (or is re-created with ``ensure``).
 
+One module, over 400 lines, on purpose: the gate, the bridge checks and the
+OpenFlow-controller readiness check share the IDL session and its rules.
+
 While shut, each attempt first connects a plain socket to the remote, which
 gives a precise reason ("connection refused", "no such file or directory")
 before the IDL is built.
@@ -172,10 +175,8 @@ class OvsdbGate(RetryingGate):
         integration_bridge: str | None = None,
         *,
         connect_timeout: float = 5.0,
-        initial_delay: float = 0.05,
-        max_delay: float = 0.5,
     ) -> None:
-        super().__init__("ovsdb", initial_delay, max_delay)
+        super().__init__("ovsdb")
         self.remote = remote
         self.bridges = list(bridges)
         self.ensure = ensure

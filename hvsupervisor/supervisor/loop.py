@@ -44,14 +44,13 @@ from hvsupervisor.lifecycle import (
     Event,
     Exited,
     GateChanged,
-    RestartRequested,
     SetTimer,
     Signal,
     Spawn,
-    StartRequested,
     State,
-    StopRequested,
     TimerFired,
+    describe_exit,
+    operator_event,
 )
 from hvsupervisor.supervisor.agent import Agent, lean, ready_kind, restart_policy
 from hvsupervisor.supervisor.reload import Reloading
@@ -189,7 +188,7 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
     def _on_exit(self, pid: int, returncode: int | None, sig: int | None) -> None:
         name = self._pid_to_agent.pop(pid, None)
         if name is None:
-            LOG.info("reaped descendant pid=%d %s", pid, process.describe_exit(returncode, sig))
+            LOG.info("reaped descendant pid=%d %s", pid, describe_exit(returncode, sig))
             self._changed.set()
             return
         agent = self.agents.get(name)
@@ -200,7 +199,7 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
             agent.probe = None
         last = last_line(agent.log_path)
         LOG.info("event=exit agent=%s pid=%d %s", name, pid,
-                 process.describe_exit(returncode, sig))
+                 describe_exit(returncode, sig))
         self._post(name, Exited(pid, returncode, sig, last))
         self._drain()
 
@@ -259,8 +258,7 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
             raise KeyError(name)
         if self._shutting_down and verb != "stop":
             raise ShuttingDown(f"not {verb}ing {name}: the supervisor is stopping")
-        event = {"start": StartRequested(), "stop": StopRequested(),
-                 "restart": RestartRequested()}[verb]
+        event = operator_event(verb)
         LOG.info("event=%s-requested agent=%s", verb, name)
         self._post(name, event)
         self._drain()

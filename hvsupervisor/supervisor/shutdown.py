@@ -63,7 +63,7 @@ class Stopping:
         sup = self.settings.supervisor
         if sup.stop_dataplane or not left:
             return left
-        kept, others = dataplane.split(left, process.ppids(), sup.dataplane_helpers)
+        kept, others = dataplane.split(left, process.proc_ppids(), sup.dataplane_helpers)
         for pid, cmd in sorted(kept.items()):
             if pid not in self._kept_logged:
                 self._kept_logged.add(pid)

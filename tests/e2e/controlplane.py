@@ -7,7 +7,7 @@ collide with another helper or the host, and everything left behind is found
 by ``ip netns pids``. Tests talk to the services from the root namespace
 through files (sqlite, unix sockets) or ``ip netns exec NS curl``.
 
-Recipe (shared/research/upstream_agents.md, addendum): RabbitMQ with its own
+Recipe (doc/upstream-behaviour.md section 8): RabbitMQ with its own
 epmd, nova DBs on sqlite, Placement with noauth2, nova-conductor,
 neutron-rpc-server + the neutron API app (noauth, ML2/openvswitch) on a
 schema built from neutron's models then ``neutron-db-manage stamp heads``.

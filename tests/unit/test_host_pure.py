@@ -2,16 +2,17 @@
 parsing, check rows and their rendering, the watch loop's dedup and backoff."""
 
 import asyncio
-import json
 import os
 
 import pytest
 
+from hvsupervisor.cmd.check import check_json, check_table
 from hvsupervisor.host import preflight
 from hvsupervisor.host.gate import GateStatus
 from hvsupervisor.host.libvirt import libvirt_uri, parse_capabilities
 from hvsupervisor.host.ovsdb import SettingsError, ovsdb_settings, parse_bridge_mappings
-from hvsupervisor.host.watch import RetryingGate, next_delay
+from hvsupervisor.host.watch import RetryingGate
+from hvsupervisor.policy import next_delay
 
 
 def lookup_from(values):
@@ -82,18 +83,18 @@ def test_render_table_and_json():
     rows = [preflight.CheckRow("libvirt", "ok", "libvirt qemu:///system: QEMU 7.2.0"),
             preflight.CheckRow("bridges", "fail", "missing bridge br-ex"),
             preflight.CheckRow("kvm", "warn", "/dev/kvm absent")]
-    table = preflight.render_table(rows)
-    assert table.splitlines() == [
-        "CHECK    STATUS  DETAIL",
+    assert check_table(rows).splitlines() == [
+        "check    status  detail",
+        "-------  ------  ----------------------------------",
         "libvirt  OK      libvirt qemu:///system: QEMU 7.2.0",
         "bridges  FAIL    missing bridge br-ex",
         "kvm      WARN    /dev/kvm absent",
     ]
-    doc = json.loads(preflight.render_json(rows))
+    doc = check_json(rows)
     assert doc["ok"] is False
     assert doc["checks"][1] == {"name": "bridges", "status": "fail",
                                 "detail": "missing bridge br-ex"}
-    assert json.loads(preflight.render_json(rows[::2]))["ok"] is True
+    assert check_json(rows[::2])["ok"] is True
 
 
 def test_check_dir_rows(tmp_path):

@@ -1,4 +1,4 @@
-"""The shipped nova/neutron defaults with the proposed upstream catalog.
+"""The shipped nova/neutron defaults with the shipped upstream catalog.
 
 Pure: resolves the plans (no daemon runs) and reads effective values with
 oslo.config, as the agents will.
