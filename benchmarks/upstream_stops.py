@@ -160,6 +160,11 @@ def measure_supervisor(cp, node) -> dict:
                             and st["neutron-openvswitch-agent"]["pid"] != old)(_status(node)),
                    120, "OVS agent ready again", interval=0.05)
         out["restart_ovs_agent_to_ready_s"] = round(time.monotonic() - t0, 2)
+        # A second, independent view: neutron-server got a state report from the new process.
+        t_wall = time.time() - (time.monotonic() - t0)
+        wait_until(lambda: _settled(cp, node, "neutron-openvswitch-agent", t_wall + 1), 120,
+                   "OVS agent heartbeat after the restart", interval=0.2)
+        out["restart_ovs_agent_to_heartbeat_s"] = round(time.monotonic() - t0, 2)
 
         snippet = node.override / "neutron" / "neutron.conf.d" / "60-bench.conf"
         snippet.write_text("[DEFAULT]\ndebug = true\n")

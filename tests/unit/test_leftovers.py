@@ -64,3 +64,14 @@ def test_a_stale_agent_gets_its_own_stop_signal(layout):
     plans = build_plans(layout.settings())
     assert _stop_signal_for(plans, "/usr/bin/fake-ovs-agent --config-file a") == signal.SIGKILL
     assert _stop_signal_for(plans, "/usr/bin/other") == signal.SIGTERM
+
+
+def test_a_controller_connection_older_than_the_agent_is_not_its_own():
+    """ovsdb-bridge readiness after a quick restart: vswitchd still reports the killed
+    agent's connection for a while; only a connection younger than the process counts."""
+    from hvsupervisor.host.ovsdb import _connected_within
+
+    assert _connected_within({"sec_since_connect": "42"}, None)
+    assert not _connected_within({"sec_since_connect": "42"}, 3.0)
+    assert _connected_within({"sec_since_connect": "2"}, 3.0)
+    assert _connected_within({}, 3.0)  # an OVS without the key: as before
