@@ -286,9 +286,10 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
 
         plans = self._initial_plans
         # Before the first spawn: no second copy of an agent a crashed predecessor left.
-        await asyncio.get_running_loop().run_in_executor(
-            None, leftovers.stop_stale, self.settings.supervisor.dataplane_helpers,
-            functools.partial(_stop_signal_for, plans))
+        # Synchronous on purpose: nothing (not even a control request) may spawn before
+        # this is done; it is a /proc read unless a predecessor crashed.
+        leftovers.stop_stale(self.settings.supervisor.dataplane_helpers,
+                             functools.partial(_stop_signal_for, plans))
         for name in deps.start_order({n: list(p.after) for n, p in plans.items()}):
             self.agents[name] = self._make_agent(plans[name])
         if self.gate_factory is not None:
