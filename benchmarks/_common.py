@@ -386,8 +386,9 @@ class HvSupervisor(Daemon):
         (self.defaults / "svc" / "s.conf").write_text("[DEFAULT]\ndebug = false\n")
         opts = {
             # Goal figures are detection + respawn: no deliberate delay, no giving up.
-            "restart_sec": "0", "restart_max_delay": "0", "flap_max": "1000000",
+            "restart_sec": "0", "restart_max_delay": "0", "flap_max": "1000",
             "journal_socket": str(root / "no-journal"), "ready_timeout": "300",
+            "metrics_textfile": str(root / "hvsupervisor.prom"),
         }
         opts.update(supervisor_opts or {})
         lines = ["[DEFAULT]", "enabled_agents = " + ",".join(a.name for a in agents),

@@ -68,16 +68,24 @@ RUNNING = (State.STARTING, State.READY)
 # -- events (the loop feeds these) -------------------------------------------------------
 @dataclass(frozen=True)
 class Spawned:
+    """The process asked for by ``Spawn`` runs as ``pid``."""
+
     pid: int
 
 
 @dataclass(frozen=True)
 class SpawnFailed:
+    """No process could be started for ``Spawn`` (``reason``: a missing
+    executable, an unwritable directory); it counts as a failure."""
+
     reason: str
 
 
 @dataclass(frozen=True)
 class Exited:
+    """The process ``pid`` was reaped, with its exit code or signal and the
+    last line it wrote (for STATUS= and ``last_exit``)."""
+
     pid: int
     returncode: int | None = None
     signal: int | None = None
@@ -86,39 +94,52 @@ class Exited:
 
 @dataclass(frozen=True)
 class BecameReady:
+    """The agent serves: READY=1 from its main ``pid``, or its probe
+    (tcp, unix, ovsdb-bridge) succeeded for that process."""
+
     pid: int
 
 
 @dataclass(frozen=True)
 class TimerFired:
+    """A ``SetTimer`` came due; stale tokens are ignored."""
+
     token: str
 
 
 @dataclass(frozen=True)
 class GateChanged:
+    """Its host gates (libvirtd, ovsdb) opened or shut; ``reason`` is
+    what STATUS= shows while shut."""
+
     open: bool
     reason: str = ""
 
 
 @dataclass(frozen=True)
 class DepsChanged:
+    """Whether every agent it starts ``after`` is ready now."""
+
     ready: bool
     reason: str = ""
 
 
 @dataclass(frozen=True)
 class StartRequested:
-    pass
+    """An operator asked to start it (``hvsupervisor start``)."""
 
 
 @dataclass(frozen=True)
 class StopRequested:
+    """Stop it (an operator, a reload that removed it, or shutdown);
+    ``kill_after`` overrides its stop_timeout."""
+
     kill_after: float | None = None
 
 
 @dataclass(frozen=True)
 class RestartRequested:
-    pass
+    """Restart it now, skipping any backoff and forgetting failures."""
 
 
 Event = (
@@ -138,23 +159,29 @@ def operator_event(verb: str) -> Event:
 # -- actions (the loop applies these, in order) ------------------------------------------
 @dataclass(frozen=True)
 class Spawn:
-    pass
+    """Start a process from the plan; answer with Spawned or SpawnFailed."""
 
 
 @dataclass(frozen=True)
 class Signal:
+    """Send ``signum`` to ``pid``."""
+
     pid: int
     signum: int
 
 
 @dataclass(frozen=True)
 class SetTimer:
+    """Arm (or re-arm) timer ``token`` to fire in ``delay`` seconds."""
+
     token: str
     delay: float
 
 
 @dataclass(frozen=True)
 class CancelTimer:
+    """Disarm timer ``token``; a timer already fired is a no-op."""
+
     token: str
 
 

@@ -86,6 +86,11 @@ def child_env(base: Mapping[str, str], plan_env: Mapping[str, str]) -> dict[str,
     return env
 
 
+def resolve_executable(argv0: str, env: Mapping[str, str]) -> str:
+    """The path execvp would run for ``argv0`` with the child's PATH; SpawnError if none."""
+    return _resolve(argv0, env)
+
+
 def _resolve(argv0: str, env: Mapping[str, str]) -> str:
     """Find the executable the way execvp would, but with the child's PATH."""
     if "/" in argv0:

@@ -67,7 +67,7 @@ async def wait_bridge(remote: str, bridge: str, first: float = 0.1, cap: float =
     READY=1 (host/ovsdb.py: bridge_ready says why this is the right signal).
     ``spawned`` (time.monotonic() of the spawn): the connection must be younger
     than the process, or a quick restart reads the killed agent's connection,
-    which ovs-vswitchd still reports for a while (doc/upstream-behaviour.md §12).
+    which ovs-vswitchd still reports for a while (doc/upstream-behaviour.md section 13).
     """
     from hvsupervisor.host.ovsdb import bridge_ready
 

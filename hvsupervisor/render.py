@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 
-from hvsupervisor.objects.status import NodeStatus
+from hvsupervisor.objects.status import AgentStatus, NodeStatus
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -29,9 +30,27 @@ def print_json(obj: object) -> None:
 
 def status_table(node: NodeStatus) -> str:
     """``hvsupervisor status``: the STATUS= line, then one row per agent."""
-    rows = [(a.name, a.state_text, a.pid, "yes" if a.ready else "no", a.restarts,
-             a.last_exit, "; ".join(r for r in (
-                 a.reason, a.restart_pending and f"restart pending: {a.restart_pending}") if r))
+    rows = [(a.name, a.state_text, a.pid, "yes" if a.ready else "no", a.health_label,
+             _last_probe(a), a.restarts, a.last_exit,
+             "; ".join(r for r in (a.reason, a.restart_pending
+                                   and f"restart pending: {a.restart_pending}") if r),
+             _probe_error(a))
             for a in node.agents]
-    return node.status + "\n" + table(
-        ["agent", "state", "pid", "ready", "restarts", "last exit", "reason"], rows)
+    return f"{node.status}\ncontrol_plane: {node.control_plane}\n" + table(
+        ["agent", "state", "pid", "ready", "health", "last probe", "restarts", "last exit",
+         "reason", "last probe error"], rows)
+
+
+def _last_probe(a: AgentStatus) -> str:
+    """"12s ago (3 ms)": when the agent was last probed and how long it took."""
+    h = a.health
+    if a.health_label == "-" or not h or h.get("last_probe") is None:
+        return "-"
+    ago = max(0.0, time.time() - float(h["last_probe"]))
+    return f"{ago:.0f}s ago ({float(h.get('last_duration') or 0) * 1000:.0f} ms)"
+
+
+def _probe_error(a: AgentStatus) -> str:
+    if a.health_label == "-" or not a.health:
+        return "-"
+    return str(a.health.get("last_error") or "-")

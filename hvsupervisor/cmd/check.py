@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 
 from hvsupervisor import paths, stopbudget
+from hvsupervisor.cmd.common import plans_for_run
 from hvsupervisor.config.errors import ConfigError
-from hvsupervisor.config.plan import build_plans
+from hvsupervisor.config.explain import effective
 from hvsupervisor.config.settings import CONF_D, load_settings
 from hvsupervisor.host import preflight
 from hvsupervisor.host.wiring import gate_settings
@@ -56,6 +57,21 @@ def stop_budget_row(settings, plans, root: Path = Path("/")) -> preflight.CheckR
         f"{' -> '.join(chain.agents)}: {need:g}s")
 
 
+def _db_sources(plans: dict, agent: str) -> dict[str, str | None] | None:
+    """Where ``[database]``/``[api_database] connection`` come from for ``agent``."""
+    if agent not in plans:
+        return None
+    eff = effective(plans[agent])
+    out: dict[str, str | None] = {}
+    for section in preflight.DB_OPTIONS:
+        exp = eff.explain(section, "connection")
+        if not exp.value:
+            out[section] = None
+        else:
+            out[section] = f"{exp.file}:{exp.line}" if exp.file else exp.source
+    return out
+
+
 def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
     defaults = Path(args.defaults_dir or paths.defaults_dir())
     override = Path(args.override_dir or paths.DEFAULT_OVERRIDE_DIR)
@@ -66,13 +82,15 @@ def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
     confd = {CONF_D}
     try:
         settings = load_settings(defaults, override, args.state_dir, args.log_dir, args.run_dir)
-        plans = build_plans(settings)
+        plans = plans_for_run(settings)  # exactly what `run` checks before it starts
         gs = gate_settings(settings, plans)
     except ConfigError as exc:
         rows.append(preflight.CheckRow("config", "fail", str(exc)))
     else:
         rows.append(preflight.CheckRow(
             "config", "ok", f"{len(plans)} agents resolved: {', '.join(plans)}"))
+        # A typo'd key does nothing at all: `check` is where an operator looks first.
+        rows += [preflight.CheckRow("config key", "fail", str(w)) for w in settings.warnings]
         for name, plan in plans.items():
             exe = plan.argv[0]
             if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
@@ -86,6 +104,8 @@ def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
         for spec in settings.agents.values():
             confd.update(spec.config_dirs)
         rows.append(stop_budget_row(settings, plans))
+        rows += preflight.check_nova_db(_db_sources(plans, "nova-api-metadata"),
+                                        _db_sources(plans, "nova-compute"))
     rows += preflight.run_checks(libvirt_uri=uri, ovsdb=ovs, ensure_bridges=ensure,
                                  dirs=dirs, confd_dirs=_confd_dirs(defaults, override, confd))
     return rows

@@ -12,18 +12,9 @@ import argparse
 import asyncio
 import sys
 
-from hvsupervisor.cmd.common import load
-from hvsupervisor.config.errors import ConfigError
-from hvsupervisor.config.plan import build_plans
+from hvsupervisor.cmd.common import load, plans_for_run, prepare_own_log
 from hvsupervisor.config.settings import Settings
-from hvsupervisor.rundir import (
-    CONTROL_NAME,
-    AlreadyRunning,
-    make_dirs,
-    socket_path_problem,
-    take_lock,
-    write_pid,
-)
+from hvsupervisor.rundir import CONTROL_NAME, AlreadyRunning, make_dirs, take_lock, write_pid
 
 
 async def _serve(settings: Settings, plans) -> int:
@@ -46,13 +37,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run(settings: Settings, daemonize: bool = False) -> int:
-    from hvsupervisor.host.wiring import gate_settings
-
-    plans = build_plans(settings)  # ConfigError -> exit 78 before anything starts
-    gate_settings(settings, plans)  # likewise for what the host gates read
-    problem = socket_path_problem(settings.run_dir, plans)
-    if problem:
-        raise ConfigError(problem)
+    plans = plans_for_run(settings)  # ConfigError -> exit 78 before anything starts
     make_dirs(settings)
     try:
         lock_fd = take_lock(settings.run_dir)
@@ -69,5 +54,9 @@ def run(settings: Settings, daemonize: bool = False) -> int:
     assert settings.conf is not None
     from oslo_log import log as oslo_log  # only the run path pays for oslo.log
 
+    prepare_own_log(settings)
     oslo_log.setup(settings.conf, "hvsupervisor")
+    log = oslo_log.getLogger("hvsupervisor.config")
+    for warning in settings.warnings:  # what `config validate` warns about, in the journal
+        log.warning("%s", warning)
     return asyncio.run(_serve(settings, plans))

@@ -229,7 +229,7 @@ def run(demo_dir: Path, defaults_dir: Path | None = None) -> int:
         ovs = services.start_ovs(ns, layout.ovs, env)
         rabbit = services.start_rabbit(ns, layout.rabbit, RABBIT_PORT, env)
         profile.write_profile(
-            layout.override, layout.state, defaults / paths.CATALOG_NAME, HOST,
+            layout.override, layout.state, HOST,
             f"rabbit://guest:guest@127.0.0.1:{RABBIT_PORT}/", ovs.connection,
             database.connection(layout.state), ovs.env())
         plans = build_plans(load_settings(defaults, layout.override, str(layout.state),

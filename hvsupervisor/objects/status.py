@@ -42,6 +42,19 @@ class AgentStatus:
     # Why the running process no longer matches what a restart would run:
     # its code changed after it started, or its plan on disk differs.
     restart_pending: str = ""
+    # The ready rule as written (rpc:..., http:...), and the liveness record
+    # of an rpc/http agent (health/policy.py AgentHealth.to_json): state ok |
+    # failing | unknown, label "failing N/M", last_probe (unix time),
+    # last_duration (s), last_error, last_outcome.
+    ready_rule: str = ""
+    health: Mapping[str, Any] | None = None
+
+    @property
+    def health_label(self) -> str:
+        """"ok", "failing N/M", "unknown", or "-" for an agent with no probe kind."""
+        if not self.health or self.ready_rule.split(":")[0] not in ("rpc", "http"):
+            return "-"
+        return str(self.health.get("label", "unknown"))
 
     @property
     def state_text(self) -> str:
@@ -74,13 +87,18 @@ class NodeStatus:
     ready: bool
     status: str
     agents: tuple[AgentStatus, ...] = field(default=())
+    # reachable | unreachable | unknown: the agents' message bus, as the latest
+    # RPC probe found it (doc/health.md).
+    control_plane: str = "unknown"
 
     def to_primitive(self) -> dict[str, Any]:
         return {"version": self.VERSION, "ready": self.ready, "status": self.status,
+                "control_plane": self.control_plane,
                 "agents": [a.to_primitive() for a in self.agents]}
 
     @classmethod
     def from_primitive(cls, data: Mapping[str, Any]) -> NodeStatus:
         return cls(ready=bool(data.get("ready")), status=data.get("status") or "",
-                   agents=tuple(AgentStatus.from_primitive(a) for a in data.get("agents", ())))
+                   agents=tuple(AgentStatus.from_primitive(a) for a in data.get("agents", ())),
+                   control_plane=data.get("control_plane") or "unknown")
 

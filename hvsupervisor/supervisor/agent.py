@@ -12,6 +12,8 @@ from pathlib import Path
 
 from hvsupervisor.config.plan import Plan
 from hvsupervisor.config.settings import Settings
+from hvsupervisor.health.policy import AgentHealth
+from hvsupervisor.health.targets import RpcTarget
 from hvsupervisor.lifecycle import AgentLifecycle, State
 from hvsupervisor.policy import RestartPolicy
 from hvsupervisor.systemd.notify import NotifyListener
@@ -38,6 +40,15 @@ class Agent:
     snapshot: dict = field(default_factory=dict)
     # Restart pending: the code changed under the running process (codechange.py).
     pending: str = ""
+    # Health (supervisor/health.py): the rpc target resolved from the plan's
+    # files, the liveness record, the pid it is about, the next probe, and why
+    # the supervisor killed the process (its exit then reads "hung: ...").
+    rpc: RpcTarget | None = None
+    health: AgentHealth | None = None
+    health_pid: int | None = None
+    health_timer: asyncio.TimerHandle | None = None
+    health_task: asyncio.Task | None = None
+    hung: str | None = None
 
     @property
     def name(self) -> str:

@@ -36,6 +36,10 @@ from hvsupervisor import dataplane, deps, leftovers, process
 from hvsupervisor.config import diff as config_diff
 from hvsupervisor.config.plan import Plan
 from hvsupervisor.config.settings import Settings
+from hvsupervisor.health import policy as hp
+from hvsupervisor.health.client import ProberClient
+from hvsupervisor.health.metrics import MetricsSink
+from hvsupervisor.health.targets import rpc_target
 from hvsupervisor.lifecycle import (
     AgentLifecycle,
     BecameReady,
@@ -53,10 +57,12 @@ from hvsupervisor.lifecycle import (
     operator_event,
 )
 from hvsupervisor.supervisor.agent import Agent, lean, ready_kind, restart_policy
+from hvsupervisor.supervisor.health import Health
 from hvsupervisor.supervisor.reload import Reloading
 from hvsupervisor.supervisor.reporting import Reporting
 from hvsupervisor.supervisor.shutdown import Stopping
 from hvsupervisor.supervisor.spawning import Spawning, last_line
+from hvsupervisor.supervisor.users import UserAgents
 from hvsupervisor.systemd import journal
 from hvsupervisor.systemd.notify import NotifyListener, SystemdNotifier
 
@@ -77,7 +83,7 @@ def _stop_signal_for(plans: dict[str, Plan], cmdline: str) -> int:
     return signal.SIGTERM
 
 
-class Supervisor(Spawning, Reloading, Stopping, Reporting):
+class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
     """Runs the enabled agents of ``settings`` until asked to stop."""
 
     def __init__(
@@ -113,18 +119,25 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
         self._watchdog: asyncio.TimerHandle | None = None
         self._ready_timer: asyncio.TimerHandle | None = None
         self.reaper: process.Reaper | None = None
+        self.prober = ProberClient()
+        self.control_plane = hp.UNKNOWN
+        self._metrics_timer: asyncio.TimerHandle | None = None
+        self.metrics = MetricsSink(settings.supervisor.metrics_textfile,
+                                   settings.supervisor.metrics_listen)
 
     # ------------------------------------------------------------------ setup
 
     def _make_agent(self, plan: Plan) -> Agent:
         snap = config_diff.snapshot(plan)
+        target = rpc_target(plan)  # reads the plan's parsed files: before lean()
         plan = lean(plan)
         kind, alive = ready_kind(plan)
         machine = AgentLifecycle(
             plan.agent, restart_policy(self.settings), plan.stop_timeout, kind, alive, self.rng,
             stop_signal=plan.stop_signal,
         )
-        agent = Agent(plan=plan, machine=machine, snapshot=snap)
+        agent = Agent(plan=plan, machine=machine, rpc=target, snapshot=snap,
+                      health=hp.AgentHealth(self.settings.supervisor.health_failures))
         notify_dir = self.settings.run_dir / "notify"
         agent.listener = NotifyListener(
             str(notify_dir / f"{plan.agent}.sock"),
@@ -161,6 +174,7 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
         self._changed.set()
 
     def _after_event(self, agent: Agent) -> None:
+        self._health_follow(agent)
         if agent.removing and agent.machine.state in (State.STOPPED, State.FAILED,
                                                       State.WAITING):
             if not agent.running:
@@ -186,7 +200,11 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
             self._drain()
 
     def _on_exit(self, pid: int, returncode: int | None, sig: int | None) -> None:
+        if self.broker is not None and self.broker.on_exit(pid, returncode, sig):
+            return  # a helper the broker started; its exit code went to the client
         name = self._pid_to_agent.pop(pid, None)
+        if name is not None and self.broker is not None:
+            self.broker.set_main_pid(name, None)
         if name is None:
             LOG.info("reaped descendant pid=%d %s", pid, describe_exit(returncode, sig))
             self._changed.set()
@@ -198,6 +216,8 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
             agent.probe.cancel()
             agent.probe = None
         last = last_line(agent.log_path)
+        if agent.hung is not None:  # we killed it: say why, not its last log line
+            last, agent.hung = agent.hung, None
         LOG.info("event=exit agent=%s pid=%d %s", name, pid,
                  describe_exit(returncode, sig))
         self._post(name, Exited(pid, returncode, sig, last))
@@ -266,6 +286,7 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
     def _forget(self, agent: Agent) -> None:
         for handle in agent.timers.values():
             handle.cancel()
+        self._health_stop(agent)
         if agent.listener is not None:
             agent.listener.close()
         self.agents.pop(agent.name, None)
@@ -292,10 +313,16 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
                              functools.partial(_stop_signal_for, plans))
         for name in deps.start_order({n: list(p.after) for n, p in plans.items()}):
             self.agents[name] = self._make_agent(plans[name])
+        self._start_broker(plans)  # users.py: sockets for the agents that run as users
         if self.gate_factory is not None:
             await self._replace_gates(*self.gate_factory(self.settings, plans))
         self._initial_plans = plans = {}  # the agents hold lean copies
         self._arm_report_timers()
+        try:
+            self.metrics.start()
+        except (OSError, ValueError) as exc:
+            LOG.error("metrics_listen %s: %s; serving no metrics endpoint",
+                      self.settings.supervisor.metrics_listen, exc)
         LOG.info("event=start agents=%s", ",".join(self.agents))
         self._refresh_conditions()
         self._drain()
@@ -309,6 +336,9 @@ class Supervisor(Spawning, Reloading, Stopping, Reporting):
         self._disarm_report_timers()
         for agent in list(self.agents.values()):
             self._forget(agent)
+        self._close_broker()
         self.reaper.close()
+        self._write_metrics()  # the final state (every agent stopped) for the scrape
+        self.metrics.close()
         LOG.info("event=stopped")
         return 0

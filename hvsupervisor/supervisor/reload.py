@@ -14,6 +14,7 @@ from hvsupervisor.config import diff as config_diff
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.plan import Plan, build_plans
 from hvsupervisor.config.settings import Settings, load_settings
+from hvsupervisor.health.targets import rpc_target
 from hvsupervisor.lifecycle import RestartRequested, State, StopRequested
 from hvsupervisor.supervisor.agent import lean
 
@@ -83,12 +84,14 @@ class Reloading:
                 continue
             old = agent.plan
             agent.snapshot = config_diff.snapshot(plan)
+            agent.rpc = rpc_target(plan)  # before lean(): it reads the parsed files
             agent.plan = lean(plan)
             agent.machine.stop_timeout = plan.stop_timeout
             agent.machine.stop_signal = plan.stop_signal
             if plan.digest != old.digest and agent.machine.state is not State.STOPPED:
                 restarted.append(name)
                 self._post(name, RestartRequested())
+        self._configure_broker(plans)  # users.py: before the restarts are applied
         self._refresh_conditions()
         self._drain()
         return {"restarted": restarted, "started": started, "stopped": stopped}

@@ -1,7 +1,8 @@
 """Reporting: the STATUS= line, READY=1, the watchdog and the status reply.
 
 Everything here reads the agents' lifecycles and tells the outside world;
-nothing changes an agent. Metrics belong here too.
+nothing changes an agent. The metrics are rewritten with every report
+(supervisor/health.py, which also owns the control-plane prefix).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from hvsupervisor import codechange
 from hvsupervisor.objects.status import AgentStatus, NodeStatus
 from hvsupervisor.status import summary_line
+from hvsupervisor.supervisor.health import with_control_plane
 
 LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
 
@@ -59,6 +61,8 @@ class Reporting:
             self._degraded_ready = False  # a late agent caught up after ready_timeout
         elif self._degraded_ready:
             line = "degraded: " + line
+        line = with_control_plane(line, self.control_plane)
+        self._metrics_changed()
         if line != self._status:
             self._status = line
             LOG.info("status: %s", line)
@@ -75,6 +79,7 @@ class Reporting:
         line = summary_line(self.snapshots())
         if degraded:
             line = "degraded: " + line
+        line = with_control_plane(line, self.control_plane)
         self._status = line
         LOG.info("event=ready degraded=%s status=%s", degraded, line)
         self.notifier.ready_with_status(line)
@@ -113,12 +118,15 @@ class Reporting:
 
     def node_status(self) -> NodeStatus:
         """The one status object every output renders (control socket, CLI, JSON)."""
-        from hvsupervisor.config.explain import mask_text
+        from hvsupervisor.config.secrets import mask_argv
 
         agents = tuple(
             dataclasses.replace(a.machine.snapshot(), digest=a.plan.digest,
-                                argv=tuple(mask_text(arg) for arg in a.plan.argv),
+                                argv=tuple(mask_argv(a.plan.argv)),  # --password X, URLs
+                                ready_rule=str(a.plan.ready),
+                                health=a.health.to_json() if a.health is not None else None,
                                 restart_pending=a.pending)
             for a in self.agents.values())
         ready = self._ready_sent and bool(agents) and all(a.ready for a in agents)
-        return NodeStatus(ready=ready, status=self._status, agents=agents)
+        return NodeStatus(ready=ready, status=self._status, agents=agents,
+                          control_plane=self.control_plane)

@@ -97,4 +97,5 @@ class Stopping:
         if self._ready_timer is not None:
             self._ready_timer.cancel()
         await self._stop_agents()
+        await self.prober.close()  # ours, not something an agent left behind
         await self._stop_dataplane()

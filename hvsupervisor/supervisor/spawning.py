@@ -2,10 +2,11 @@
 
 Turns ``Spawn`` into a process with its output wired to the journal (or a
 log file) and its own notify socket, starts the readiness probe its plan
-names (tcp, unix, ovsdb-bridge) and watches the host gates (libvirtd,
-ovsdb) whose changes become ``GateChanged`` events. Every result goes back
+names (tcp, unix, ovsdb-bridge; rpc and http through supervisor/health.py)
+and watches the host gates (libvirtd, ovsdb) whose changes become
+``GateChanged`` events. Every result goes back
 to the loop as an event (``self._post`` then ``self._drain``), never as a
-direct state change. A health prober belongs here too.
+direct state change.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from hvsupervisor import process
 from hvsupervisor.lifecycle import BecameReady, Spawned, SpawnFailed
 from hvsupervisor.readiness import wait_accepting, wait_bridge
 from hvsupervisor.supervisor.agent import Agent
+from hvsupervisor.supervisor.health import HEALTH_KINDS
 from hvsupervisor.systemd import journal
 
 LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
@@ -27,6 +29,7 @@ LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
 # Traverse-only for others: qemu runs as libvirt-qemu and must reach instance
 # disks under {state_dir}/nova/instances; nobody else may list them.
 AGENT_DIR_MODE = 0o711
+PROBE_KINDS = ("tcp", "unix", "ovsdb-bridge", *HEALTH_KINDS)
 
 
 def last_line(path: Path | None, limit: int = 4096) -> str | None:
@@ -75,6 +78,11 @@ class Spawning:
             except OSError as exc:
                 self._post(agent.name, SpawnFailed(f"cannot create {directory}: {exc.strerror}"))
                 return
+        problem = self._prepare_user_agent(agent)  # users.py; None for root agents
+        if problem:
+            LOG.error("event=spawn-failed agent=%s %s", agent.name, problem)
+            self._post(agent.name, SpawnFailed(problem))
+            return
         env = process.child_env(os.environ, agent.plan.env)
         if agent.listener is not None:
             env["NOTIFY_SOCKET"] = agent.listener.path
@@ -84,7 +92,10 @@ class Spawning:
             self._post(agent.name, SpawnFailed(f"cannot open output: {exc}"))
             return
         try:
-            pid = process.spawn(agent.plan.argv, env, out, err)
+            argv, env = self._user_argv_env(agent.plan, env)
+            if argv != list(agent.plan.argv):  # setpriv first: check the agent's binary too
+                process.resolve_executable(agent.plan.argv[0], env)
+            pid = process.spawn(argv, env, out, err)
         except process.SpawnError as exc:
             LOG.error("event=spawn-failed agent=%s %s", agent.name, exc)
             self._post(agent.name, SpawnFailed(str(exc)))
@@ -93,11 +104,14 @@ class Spawning:
             os.close(out)
             os.close(err)
         self._pid_to_agent[pid] = agent.name
+        if self.broker is not None:
+            self.broker.set_main_pid(agent.name, pid)
         LOG.info("event=spawn agent=%s pid=%d digest=%s", agent.name, pid,
                  agent.plan.digest[:12])
         self._post(agent.name, Spawned(pid))
-        if agent.plan.ready.kind in ("tcp", "unix", "ovsdb-bridge"):
-            agent.probe = asyncio.ensure_future(self._probe(agent.name, pid, time.monotonic()))
+        if agent.plan.ready.kind in PROBE_KINDS:
+            agent.probe = asyncio.ensure_future(self._probe(agent.name, pid,
+                                                                 time.monotonic()))
 
     async def _probe(self, name: str, pid: int, spawned: float) -> None:
         agent = self.agents.get(name)
@@ -107,6 +121,9 @@ class Spawning:
         if rule.kind == "ovsdb-bridge":
             assert rule.bridge is not None
             await wait_bridge(self._ovsdb_remote(), rule.bridge, spawned=spawned)
+        elif rule.kind in HEALTH_KINDS:
+            if not await self._wait_serving(agent, pid):
+                return
         else:
             await wait_accepting(rule)
         agent.probe = None
@@ -127,6 +144,8 @@ class Spawning:
 
     def _on_gate_change(self, status) -> None:
         LOG.info("event=gate gate=%s open=%s reason=%s", status.name, status.open, status.reason)
+        if status.name == "ovsdb" and status.open:
+            self._share_ovsdb(self._ovsdb_remote())  # users.py: before any agent starts
         self._refresh_conditions()
         self._drain()
 

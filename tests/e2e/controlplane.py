@@ -317,11 +317,14 @@ def node_snippets(cp: ControlPlane, override: Path) -> None:
     write_ini(override / "nova" / "nova.conf.d" / "50-e2e.conf", {
         "DEFAULT": {"host": NODE_HOST, "transport_url": cp.transport_url,
                     "compute_driver": "fake.PredictableNodeUUIDDriver"},
-        "database": {"connection": f"sqlite:///{cp.nova_db}"},
-        "api_database": {"connection": f"sqlite:///{cp.nova_api_db}"},
         "placement": placement_client(cp),
         "os_vif_ovs": {"ovsdb_connection": f"unix:{cp.ovsdb_sock}"},
         "libvirt": {"virt_type": "qemu"},
+    })
+    # The shipped layout: database credentials only where nova-api-metadata reads them.
+    write_ini(override / "nova" / "nova-api-metadata.conf.d" / "50-e2e.conf", {
+        "database": {"connection": f"sqlite:///{cp.nova_db}"},
+        "api_database": {"connection": f"sqlite:///{cp.nova_api_db}"},
     })
     write_ini(override / "neutron" / "neutron.conf.d" / "50-e2e.conf", {
         "DEFAULT": {"host": NODE_HOST, "transport_url": cp.transport_url},

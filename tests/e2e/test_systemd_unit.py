@@ -346,6 +346,7 @@ enabled_agents = alpha,beta
 
 [supervisor]
 ready_timeout = 30
+metrics_textfile =
 
 [agent:alpha]
 # Starts (or adopts, by its pid file) a data-plane helper stand-in named dnsmasq.

@@ -251,11 +251,14 @@ def test_status_json_contract_and_table(node):
     assert data["status"] == "1/1 ready"
     assert list(data["agents"][0]) == ["name", "state", "ready", "reason", "last_exit",
                                        "degraded", "pid", "restarts", "digest", "argv",
-                                       "restart_pending"]
+                                       "ready_rule", "health", "restart_pending"]
+    assert data["control_plane"] == "unknown"  # no rpc agent: no bus probed
     table = node.hv("status")
     assert "1/1 ready" in table.stdout and "a " in table.stdout
-    assert table.stdout.splitlines()[1].split() == [
-        "agent", "state", "pid", "ready", "restarts", "last", "exit", "reason"]
+    assert table.stdout.splitlines()[1] == "control_plane: unknown"
+    assert table.stdout.splitlines()[2].split() == [
+        "agent", "state", "pid", "ready", "health", "last", "probe", "restarts", "last",
+        "exit", "reason", "last", "probe", "error"]
 
 
 def test_control_socket_is_private(node):

@@ -117,9 +117,11 @@ def test_check_dir_rows(tmp_path):
 def test_confd_warns_for_each_file_oslo_ignores(tmp_path):
     for name in ("10-a.conf", "20-b.conf~", ".30-c.conf", "README", "40-d.ini"):
         (tmp_path / name).write_text("[DEFAULT]\n")
+    # A directory named *.conf is not ignored by oslo (glob lists it, then
+    # reading it fails): the plan refuses it, so it is the config row's, not this one's.
     (tmp_path / "sub.conf").mkdir()
     assert preflight.ignored_conf_files(str(tmp_path)) == [
-        ".30-c.conf", "20-b.conf~", "40-d.ini", "README", "sub.conf"]
+        ".30-c.conf", "20-b.conf~", "40-d.ini", "README"]
     rows = preflight.check_confd(str(tmp_path))
     assert {r.status for r in rows} == {"warn"}
     assert any(str(tmp_path / "README") in r.detail for r in rows)
@@ -207,3 +209,25 @@ def test_libvirt_gate_without_libvirt_python(monkeypatch):
 
     asyncio.run(watch())
     assert [(s.open, s.reason) for s in seen] == [(False, NOT_INSTALLED)]
+
+
+def test_ovs_loads_without_importing_eventlet(tmp_path):
+    """ovs.poller probes eventlet on import (0.45 s beside neutron): the gate blocks it.
+
+    A stand-in ``eventlet`` package on the path records being imported, as the
+    real one installed beside neutron would be."""
+    import subprocess
+    import sys
+
+    fake = tmp_path / "eventlet"
+    fake.mkdir()
+    marker = tmp_path / "eventlet-imported"
+    (fake / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    code = ("import sys\nfrom hvsupervisor.host import ovsdb\n"
+            "ovsdb._import_ovs_without_green_threads()\nimport ovs.db.idl\n"
+            "print('ovs.poller' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert (out.returncode, out.stdout.split()) == (0, ["True"]), out.stderr
+    assert not marker.exists()

@@ -28,7 +28,7 @@ def test_json_round_trip_keeps_every_field():
 
 def test_a_newer_senders_extra_fields_are_ignored():
     data = _node().to_primitive()
-    data["agents"][0]["health"] = "ok"
+    data["agents"][0]["cgroup"] = "/system.slice/x"
     data["metrics_port"] = 9100
     assert NodeStatus.from_primitive(data) == _node()
 

@@ -80,12 +80,16 @@ def test_defaults_are_the_supported_node(plans):
 
 def test_readiness_and_stop_rules(plans):
     root, p = plans
+    # Readiness that means serving (doc/health.md): each agent's own RPC queue or
+    # a real HTTP answer; the OVS agent by br-int, which its dependents need.
     assert str(p["neutron-metadata-agent"].ready) == \
-        f"unix:{root / 'state'}/neutron/metadata_proxy"
-    assert str(p["nova-api-metadata"].ready) == "tcp:127.0.0.1:8775"
-    assert p["neutron-dhcp-agent"].ready.kind == "notify"
-    assert p["nova-compute"].ready.kind == "alive"
-    # Measured (doc/upstream-behaviour.md section 12): the OVS agent ignores SIGTERM and
+        f"http:http+unix://{root / 'state'}/neutron/metadata_proxy:400"
+    assert str(p["nova-api-metadata"].ready) == "http:http://127.0.0.1:8775/:200"
+    assert str(p["nova-compute"].ready) == "rpc:nova/compute@6.0"
+    assert str(p["neutron-dhcp-agent"].ready) == "rpc:neutron/dhcp_agent@1.0"
+    assert str(p["neutron-l3-agent"].ready) == "rpc:neutron/l3_agent@1.0"
+    assert str(p["neutron-openvswitch-agent"].ready) == "ovsdb-bridge:br-int"
+    # Measured (doc/upstream-behaviour.md section 13): the OVS agent ignores SIGTERM and
     # SIGINT; DHCP/L3 leave at once on SIGINT; nova-compute drains on SIGTERM, with the
     # time its own graceful_shutdown_timeout asks for.
     signals = {n: signal.Signals(plan.stop_signal).name for n, plan in p.items()}
@@ -95,6 +99,16 @@ def test_readiness_and_stop_rules(plans):
     assert p["neutron-openvswitch-agent"].stop_timeout <= 10
     assert p["nova-compute"].stop_timeout == 190
     assert "graceful_shutdown_timeout 180 (the daemon's default)" in p["nova-compute"].stop_source
+
+
+def test_rpc_targets_come_from_the_agents_own_config(plans):
+    from hvsupervisor.health.targets import rpc_target
+
+    _root, p = plans
+    target = rpc_target(p["nova-compute"])
+    assert (target.exchange, target.topic, target.version) == ("nova", "compute", "6.0")
+    assert target.server  # [DEFAULT] host, else the hostname, as nova does
+    assert rpc_target(p["nova-api-metadata"]) is None
 
 
 def test_shipped_files_hold_no_secret_values():
