@@ -48,6 +48,7 @@ class Reporting:
                     LOG.warning("event=restart-pending agent=%s %s", agent.name, reason)
         if changed:
             self._report()
+            self._metrics_changed()
 
     def plans_json(self) -> dict:
         """Each agent's running plan snapshot, for `config diff` and `reload --dry-run`."""

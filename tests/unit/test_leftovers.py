@@ -75,3 +75,16 @@ def test_a_controller_connection_older_than_the_agent_is_not_its_own():
     assert not _connected_within({"sec_since_connect": "42"}, 3.0)
     assert _connected_within({"sec_since_connect": "2"}, 3.0)
     assert _connected_within({}, 3.0)  # an OVS without the key: as before
+
+
+def test_restart_pending_is_a_metric():
+    from prometheus_client.exposition import generate_latest
+
+    from hvsupervisor.health.metrics import AgentMetrics, build_registry
+
+    rows = [AgentMetrics("nova-compute", True, True, 1, 0, -1, None, None, 0,
+                         restart_pending=True),
+            AgentMetrics("neutron-l3-agent", True, True, 1, 0, -1, None, None, 0)]
+    text = generate_latest(build_registry(rows, "reachable", True)).decode()
+    assert 'hvsupervisor_agent_restart_pending{agent="nova-compute"} 1.0' in text
+    assert 'hvsupervisor_agent_restart_pending{agent="neutron-l3-agent"} 0.0' in text
