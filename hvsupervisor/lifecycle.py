@@ -224,6 +224,7 @@ class AgentLifecycle:
         *,
         gate_open: bool = False,
         deps_ready: bool = False,
+        stop_signal: int = signal.SIGTERM,
     ) -> None:
         if ready_kind not in ("notify", "alive", "probe"):
             raise ValueError(f"agent {name}: unknown ready kind {ready_kind!r}")
@@ -232,6 +233,9 @@ class AgentLifecycle:
         self.name = name
         self.policy = policy
         self.stop_timeout = stop_timeout
+        # The signal that asks this daemon to stop (systemd's KillSignal=):
+        # not every daemon exits on SIGTERM (doc/upstream-behaviour.md).
+        self.stop_signal = stop_signal
         self.ready_kind = ready_kind
         self.alive_seconds = alive_seconds
         self._rng = rng
@@ -460,7 +464,7 @@ class AgentLifecycle:
 
     def _send_term(self) -> list[Action]:
         assert self._pid is not None
-        return [Signal(self._pid, signal.SIGTERM), self._arm("kill", self._kill_after)]
+        return [Signal(self._pid, self.stop_signal), self._arm("kill", self._kill_after)]
 
     def _after_stop(self, now: float) -> list[Action]:
         actions = self._disarm()

@@ -54,6 +54,34 @@ def sleep_forever() -> None:
         signal.pause()
 
 
+def helper_grandchild(spec: str) -> None:
+    """Like setsid_grandchild, but the grandchild execs ``sleep`` named NAME.
+
+    ``NAME:PIDFILE``: a data-plane helper stand-in (``dnsmasq``, ``haproxy``):
+    its argv[0] is what the supervisor recognises a helper by.
+    """
+    name, _, pidfile = spec.partition(":")
+    try:  # adopt a running one, as neutron's agents do with their pid files
+        pid = int(open(pidfile).read().strip())
+        if open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0] == name.encode():
+            return
+    except (OSError, ValueError):
+        pass
+    mid = os.fork()
+    if mid == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+                write_atomic(pidfile, str(os.getpid()))
+                os.execv("/bin/sleep", [name, "infinity"])
+        finally:
+            os._exit(0)
+    os.waitpid(mid, 0)
+
+
 def setsid_grandchild(pidfile: str) -> None:
     """Double-fork a session leader's child that sleeps forever.
 
@@ -132,6 +160,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ignore-sigterm", action="store_true")
     p.add_argument("--hang", action="store_true")
     p.add_argument("--setsid-grandchild", default=None, metavar="PIDFILE")
+    p.add_argument("--helper-grandchild", action="append", default=[], metavar="NAME:PIDFILE")
     p.add_argument("--grandchild-notify", action="store_true")
     p.add_argument("--listen-tcp", default=None, metavar="HOST:PORT")
     p.add_argument("--listen-unix", default=None, metavar="PATH")
@@ -172,6 +201,8 @@ def main(argv: list[str]) -> int:
         notify(f"STATUS={args.status}")
     if args.setsid_grandchild:
         setsid_grandchild(args.setsid_grandchild)
+    for spec in args.helper_grandchild:
+        helper_grandchild(spec)
     if args.grandchild_notify:
         grandchild_notify()
     if args.big_line is not None:

@@ -68,7 +68,10 @@ class ControlServer:
         sup = self.supervisor
         cmd = request.get("cmd")
         if cmd == "status":
+            sup.refresh_pending()
             return {"ok": True, **sup.node_status().to_primitive()}
+        if cmd == "plans":
+            return {"ok": True, "agents": sup.plans_json()}
         if cmd == "reload":
             return await sup.reload()
         if cmd in OPERATOR_VERBS:

@@ -214,5 +214,6 @@ class Health:
                 last_exit_code=exit_code(a.machine.last_exit),
                 probe_duration=h.last_duration if h else None,
                 probe_timestamp=h.last_probe if h else None,
-                probe_failures=h.failures if h else 0))
+                probe_failures=h.failures if h else 0,
+                restart_pending=bool(a.pending)))
         self.metrics.update(build_registry(rows, self.control_plane, node_ready))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
 import random
@@ -31,7 +32,8 @@ import signal
 import time
 from collections.abc import Callable
 
-from hvsupervisor import deps, process
+from hvsupervisor import dataplane, deps, leftovers, process
+from hvsupervisor.config import diff as config_diff
 from hvsupervisor.config.plan import Plan
 from hvsupervisor.config.settings import Settings
 from hvsupervisor.health import policy as hp
@@ -70,6 +72,15 @@ LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
 class ShuttingDown(Exception):
     """An operator verb arrived while the supervisor stops: it would start processes
     that nothing would stop."""
+
+
+def _stop_signal_for(plans: dict[str, Plan], cmdline: str) -> int:
+    """The stop_signal of the agent whose program ``cmdline`` runs (SIGTERM if none)."""
+    names = dataplane.program_names(cmdline)
+    for plan in plans.values():
+        if os.path.basename(plan.argv[0]) in names:
+            return plan.stop_signal
+    return signal.SIGTERM
 
 
 class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
@@ -117,13 +128,15 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
     # ------------------------------------------------------------------ setup
 
     def _make_agent(self, plan: Plan) -> Agent:
+        snap = config_diff.snapshot(plan)
         target = rpc_target(plan)  # reads the plan's parsed files: before lean()
         plan = lean(plan)
         kind, alive = ready_kind(plan)
         machine = AgentLifecycle(
-            plan.agent, restart_policy(self.settings), plan.stop_timeout, kind, alive, self.rng
+            plan.agent, restart_policy(self.settings), plan.stop_timeout, kind, alive, self.rng,
+            stop_signal=plan.stop_signal,
         )
-        agent = Agent(plan=plan, machine=machine, rpc=target,
+        agent = Agent(plan=plan, machine=machine, rpc=target, snapshot=snap,
                       health=hp.AgentHealth(self.settings.supervisor.health_failures))
         notify_dir = self.settings.run_dir / "notify"
         agent.listener = NotifyListener(
@@ -293,6 +306,11 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
         (self.settings.run_dir / "notify").mkdir(mode=0o700, parents=True, exist_ok=True)
 
         plans = self._initial_plans
+        # Before the first spawn: no second copy of an agent a crashed predecessor left.
+        # Synchronous on purpose: nothing (not even a control request) may spawn before
+        # this is done; it is a /proc read unless a predecessor crashed.
+        leftovers.stop_stale(self.settings.supervisor.dataplane_helpers,
+                             functools.partial(_stop_signal_for, plans))
         for name in deps.start_order({n: list(p.after) for n, p in plans.items()}):
             self.agents[name] = self._make_agent(plans[name])
         self._start_broker(plans)  # users.py: sockets for the agents that run as users

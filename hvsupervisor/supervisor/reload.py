@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from hvsupervisor import deps, process
+from hvsupervisor.config import diff as config_diff
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.plan import Plan, build_plans
 from hvsupervisor.config.settings import Settings, load_settings
@@ -82,9 +83,11 @@ class Reloading:
                 started.append(name)
                 continue
             old = agent.plan
+            agent.snapshot = config_diff.snapshot(plan)
             agent.rpc = rpc_target(plan)  # before lean(): it reads the parsed files
             agent.plan = lean(plan)
             agent.machine.stop_timeout = plan.stop_timeout
+            agent.machine.stop_signal = plan.stop_signal
             if plan.digest != old.digest and agent.machine.state is not State.STOPPED:
                 restarted.append(name)
                 self._post(name, RestartRequested())

@@ -2,9 +2,11 @@
 
 The agents stop in reverse dependency order through their lifecycles
 (SIGTERM, then SIGKILL after ``stop_timeout``); the processes they left
-behind (dnsmasq, haproxy, keepalived: the data plane, our descendants as
-child subreaper) are then stopped or, with ``stop_dataplane = false``,
-listed in the log.
+behind (our descendants as child subreaper) are then stopped, except, with
+``stop_dataplane = false`` (the default), the data-plane helpers (dnsmasq,
+haproxy, keepalived, ...: dataplane.py), which are listed in the log and
+keep serving: the unit's KillMode=process leaves them alone too, and the
+agents adopt them when they start again.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import logging
 import signal
 import time
 
-from hvsupervisor import deps, process
+from hvsupervisor import dataplane, deps, process, stopbudget
 from hvsupervisor.lifecycle import StopRequested
 
 LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
-DATAPLANE_STOP_TIMEOUT = 5.0
+DATAPLANE_STOP_TIMEOUT = stopbudget.DATAPLANE_STOP_TIMEOUT
 
 
 class Stopping:
@@ -55,26 +57,37 @@ class Stopping:
                 return
             await self._wait_changed()
 
-    async def _stop_dataplane(self) -> None:
+    def _leftovers(self) -> dict[int, str]:
+        """What a stop must end: every descendant, but the data plane when it is kept."""
         left = process.descendants()
+        sup = self.settings.supervisor
+        if sup.stop_dataplane or not left:
+            return left
+        kept, others = dataplane.split(left, process.proc_ppids(), sup.dataplane_helpers)
+        for pid, cmd in sorted(kept.items()):
+            if pid not in self._kept_logged:
+                self._kept_logged.add(pid)
+                LOG.info("event=left-running pid=%d cmd=%s (data plane, stop_dataplane = false)",
+                         pid, cmd)
+        return others
+
+    async def _stop_dataplane(self) -> None:
+        self._kept_logged: set[int] = set()
+        left = self._leftovers()
         if not left:
-            return
-        if not self.settings.supervisor.stop_dataplane:
-            for pid, cmd in sorted(left.items()):
-                LOG.warning("event=left-running pid=%d cmd=%s (stop_dataplane = false)", pid, cmd)
             return
         LOG.info("stopping %d process(es) the agents left behind", len(left))
         process.signal_all(left, signal.SIGTERM)
         deadline = time.monotonic() + DATAPLANE_STOP_TIMEOUT
-        while process.descendants() and time.monotonic() < deadline:
+        while self._leftovers() and time.monotonic() < deadline:
             await self._wait_changed(deadline - time.monotonic())
-        rest = process.descendants()
+        rest = self._leftovers()
         if rest:
             LOG.warning("SIGKILL to %d leftover process(es): %s", len(rest),
                         ", ".join(str(p) for p in sorted(rest)))
             process.signal_all(rest, signal.SIGKILL)
             deadline = time.monotonic() + DATAPLANE_STOP_TIMEOUT
-            while process.descendants() and time.monotonic() < deadline:
+            while self._leftovers() and time.monotonic() < deadline:
                 await self._wait_changed(deadline - time.monotonic())
 
     async def shutdown(self) -> None:

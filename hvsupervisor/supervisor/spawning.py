@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 
 from hvsupervisor import process
@@ -109,16 +110,17 @@ class Spawning:
                  agent.plan.digest[:12])
         self._post(agent.name, Spawned(pid))
         if agent.plan.ready.kind in PROBE_KINDS:
-            agent.probe = asyncio.ensure_future(self._probe(agent.name, pid))
+            agent.probe = asyncio.ensure_future(self._probe(agent.name, pid,
+                                                                 time.monotonic()))
 
-    async def _probe(self, name: str, pid: int) -> None:
+    async def _probe(self, name: str, pid: int, spawned: float) -> None:
         agent = self.agents.get(name)
         if agent is None:
             return
         rule = agent.plan.ready
         if rule.kind == "ovsdb-bridge":
             assert rule.bridge is not None
-            await wait_bridge(self._ovsdb_remote(), rule.bridge)
+            await wait_bridge(self._ovsdb_remote(), rule.bridge, spawned=spawned)
         elif rule.kind in HEALTH_KINDS:
             if not await self._wait_serving(agent, pid):
                 return
