@@ -104,11 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*[Ee]ventlet.*")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verb == "run":
+        # Before anything slow (oslo imports, plans): a SIGHUP now must not kill us.
+        from hvsupervisor.startsignals import PENDING
+
+        PENDING.install()
     try:
         if args.verb == "run":
             from hvsupervisor import run_cmd
 
-            return run_cmd.run(load(args), daemonize=args.daemon)
+            return run_cmd.run(load(args), daemonize=args.daemon,
+                               dir_overrides=(args.state_dir, args.log_dir, args.run_dir))
         if args.verb in ("status", "restart", "start", "stop", "reload"):
             from hvsupervisor import control_cmd
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvsupervisor import deps, process
+from hvsupervisor.agentrecord import AgentRecord
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.plan import Plan, build_plans
 from hvsupervisor.config.settings import Settings, load_settings
@@ -41,6 +42,7 @@ from hvsupervisor.lifecycle import (
     Event,
     Exited,
     GateChanged,
+    ProbeFailed,
     RestartRequested,
     SetTimer,
     Signal,
@@ -54,6 +56,7 @@ from hvsupervisor.lifecycle import (
 )
 from hvsupervisor.policy import RestartPolicy
 from hvsupervisor.readiness import wait_accepting, wait_bridge
+from hvsupervisor.startsignals import PENDING
 from hvsupervisor.status import AgentSnapshot, summary_line
 from hvsupervisor.systemd import journal
 from hvsupervisor.systemd.notify import NotifyListener, SystemdNotifier
@@ -65,6 +68,10 @@ DATAPLANE_STOP_TIMEOUT = 5.0
 # Traverse-only for others: qemu runs as libvirt-qemu and must reach instance
 # disks under {state_dir}/nova/instances; nobody else may list them.
 AGENT_DIR_MODE = 0o711
+
+
+class ReloadRefused(Exception):
+    """A reload that cannot be applied whole; the old state is kept."""
 
 
 class ShuttingDown(Exception):
@@ -150,8 +157,16 @@ class Supervisor:
         notifier: SystemdNotifier | None = None,
         gate_factory: Callable[[Settings, dict[str, Plan]], tuple[object, dict]] | None = None,
         rng: random.Random | None = None,
+        record: AgentRecord | None = None,
+        dir_overrides: tuple[str | None, str | None, str | None] | None = None,
     ):
         self.settings = settings
+        # Every spawned agent is recorded in the state dir (agentrecord.py), so
+        # the next supervisor can stop what this one leaves if it is killed.
+        self.record = record
+        # The command line's dirs, re-applied by every reload (None: from the file).
+        self.dir_overrides = dir_overrides or (
+            str(settings.state_dir), str(settings.log_dir), str(settings.run_dir))
         self.notifier = notifier or SystemdNotifier()
         # gate_factory(settings, plans) -> (key, {name: Gate}); a reload
         # rebuilds the gates only when the key (their inputs) changed.
@@ -170,29 +185,31 @@ class Supervisor:
         self._degraded_ready = False
         self._status = ""
         self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
         self._pid_to_agent: dict[int, str] = {}
         self._use_journal = journal.journal_available(settings.supervisor.journal_socket)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._ready_timer: asyncio.TimerHandle | None = None
+        self._started_at = time.monotonic()
         self.reaper: process.Reaper | None = None
 
     # ------------------------------------------------------------------ setup
 
-    def _make_agent(self, plan: Plan) -> Agent:
+    def _make_agent(self, plan: Plan, settings: Settings | None = None) -> Agent:
+        """An agent with its notify socket bound (OSError/ValueError if that fails)."""
+        settings = settings or self.settings
         plan = _lean(plan)
         kind, alive = _ready_kind(plan)
         machine = AgentLifecycle(
-            plan.agent, _policy(self.settings), plan.stop_timeout, kind, alive, self.rng
+            plan.agent, _policy(settings), plan.stop_timeout, kind, alive, self.rng
         )
         agent = Agent(plan=plan, machine=machine)
-        notify_dir = self.settings.run_dir / "notify"
+        notify_dir = settings.run_dir / "notify"
         agent.listener = NotifyListener(
             str(notify_dir / f"{plan.agent}.sock"),
             lambda pid, fields, name=plan.agent: self._on_notify(name, pid, fields),
         )
-        if not self._use_journal:
-            agent.log_path = self.settings.log_dir / f"{plan.agent}.log"
         return agent
 
     def _gate_state(self, agent: Agent) -> tuple[bool, str]:
@@ -237,6 +254,8 @@ class Supervisor:
         self._changed.set()
 
     def _after_event(self, agent: Agent) -> None:
+        if self._shutting_down and agent.machine.state in (State.BACKOFF, State.WAITING):
+            self._post(agent.name, StopRequested())  # no respawn during an ordered stop
         if agent.removing and agent.machine.state in (State.STOPPED, State.FAILED,
                                                       State.WAITING):
             if not agent.running:
@@ -263,6 +282,8 @@ class Supervisor:
 
     def _on_exit(self, pid: int, returncode: int | None, sig: int | None) -> None:
         name = self._pid_to_agent.pop(pid, None)
+        if name is not None and self.record is not None:
+            self.record.remove(pid)
         if name is None:
             LOG.info("reaped descendant pid=%d %s", pid, process.describe_exit(returncode, sig))
             self._changed.set()
@@ -290,6 +311,11 @@ class Supervisor:
         if "STATUS" in fields:
             agent.child_status = fields["STATUS"]
         if fields.get("READY") == "1":
+            if agent.plan.ready.kind != "notify":
+                # Upstream READY=1 means "launched": the configured rule
+                # (a socket, a bridge, a time alive) decides, not this.
+                LOG.debug("agent=%s: READY=1 noted; ready = %s decides", name, agent.plan.ready)
+                return
             self._post(name, BecameReady(pid))
             self._drain()
 
@@ -327,6 +353,8 @@ class Supervisor:
                     handle.cancel()
 
     def _output_fds(self, agent: Agent) -> tuple[int, int]:
+        # Decided per spawn: a reload may change [supervisor] journal_socket.
+        agent.log_path = None if self._use_journal else self.settings.log_dir / f"{agent.name}.log"
         if self._use_journal:
             path = self.settings.supervisor.journal_socket
             try:
@@ -367,11 +395,26 @@ class Supervisor:
             os.close(out)
             os.close(err)
         self._pid_to_agent[pid] = agent.name
+        if self.record is not None:
+            try:
+                self.record.add(agent.name, pid)
+            except OSError as exc:
+                LOG.warning("agent=%s pid=%d: not recorded in %s (%s): a supervisor killed now "
+                            "would leave it running", agent.name, pid, self.record.directory, exc)
         LOG.info("event=spawn agent=%s pid=%d digest=%s", agent.name, pid,
                  agent.plan.digest[:12])
         self._post(agent.name, Spawned(pid))
         if agent.plan.ready.kind in ("tcp", "unix", "ovsdb-bridge"):
-            agent.probe = asyncio.ensure_future(self._probe(agent.name, pid))
+            agent.probe = self._background(
+                self._probe(agent.name, pid), f"readiness probe of {agent.name}",
+                lambda error, name=agent.name, pid=pid: self._probe_failed(name, pid, error))
+
+    def _probe_failed(self, name: str, pid: int, error: str) -> None:
+        agent = self.agents.get(name)
+        if agent is not None and agent.probe is not None and agent.probe.done():
+            agent.probe = None
+        self._post(name, ProbeFailed(pid, error))
+        self._drain()
 
     async def _probe(self, name: str, pid: int) -> None:
         agent = self.agents.get(name)
@@ -458,6 +501,37 @@ class Supervisor:
             ],
         }
 
+    # ------------------------------------------------------- background tasks
+
+    def _background(self, coro, what: str, on_error: Callable[[str], None] | None = None
+                    ) -> asyncio.Task:
+        """Run ``coro`` as a task that is referenced until done and never fails silently.
+
+        The loop keeps only weak references to tasks: an unreferenced one can
+        be collected mid-flight. An exception is logged once, with ``what``,
+        and handed to ``on_error`` (which turns it into an event).
+        """
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if exc is None:
+                return
+            LOG.error("event=task-failed task=%s error=%s: %s", what, type(exc).__name__, exc)
+            if on_error is not None:
+                on_error(f"{type(exc).__name__}: {exc}")
+
+        task.add_done_callback(done)
+        return task
+
+    def _on_sighup(self) -> None:
+        LOG.info("event=sighup: reloading")
+        self._background(self.reload(), "reload (SIGHUP)")
+
     # ---------------------------------------------------------------- control
 
     def request(self, name: str, verb: str) -> None:
@@ -473,69 +547,185 @@ class Supervisor:
         self._drain()
 
     async def reload(self) -> dict:
-        """Re-resolve every plan; restart only what changed; all or nothing."""
+        """Re-resolve every plan; restart only what changed; all or nothing.
+
+        One transaction (doc: README "Reload"): *prepare* everything that can
+        fail (parse, plans, gate inputs, the notify sockets of added agents,
+        [DEFAULT] dirs that need a restart) without touching the running
+        state; then *commit* synchronously, which cannot fail; then *settle*:
+        wait until every restarted or started agent is ready or failed, every
+        removed one gone, or ``[supervisor] reload_timeout`` passed. Every
+        RELOADING=1 ends in READY=1, with the refusal in STATUS= if refused.
+        """
         if self._shutting_down:
             return {"ok": False, "error": "the supervisor is stopping; reload refused"}
         async with self._reload_lock:
-            self.notifier.reloading()
-            error = None
+            if self._shutting_down:
+                return {"ok": False, "error": "the supervisor is stopping; reload refused"}
+            # Before the first READY=1 systemd is not in a reload: tell it nothing.
+            tell = self._ready_sent
+            if tell:
+                self.notifier.reloading()
             try:
-                settings = load_settings(
-                    self.settings.defaults_dir, self.settings.override_dir,
-                    str(self.settings.state_dir), str(self.settings.log_dir),
-                    str(self.settings.run_dir))
-                plans = build_plans(settings)
-                gates = None
-                if self.gate_factory is not None:
-                    key, gates = self.gate_factory(settings, plans)
-            except ConfigError as exc:
+                result = self._reload_commit(*self._reload_prepare())
+            except ReloadRefused as exc:
                 error = str(exc)
+            except Exception as exc:  # a bug: still end the reload, keep the old state
+                LOG.exception("event=reload-error")
+                error = f"internal error: {type(exc).__name__}: {exc}"
+            else:
+                error = None
             if error is not None:
                 # Logged outside the except block: oslo.log would append a
                 # traceback, and an operator mistake gets one clear line.
                 LOG.error("event=reload-refused error=%s", error)
                 self._status = f"reload refused, old config kept: {error}"
-                self.notifier.ready_with_status(self._status[:400])
+                if tell:
+                    self.notifier.ready_with_status(self._status[:400])
+                else:
+                    self.notifier.status(self._status[:400])
                 return {"ok": False, "error": error}
-            if gates is not None and key != self._gate_key:
-                await self._replace_gates(key, gates)
-            result = self._apply_plans(settings, plans)
-            del plans, gates
+            gates = result.pop("_gates")
+            if gates is not None:
+                await self._replace_gates(*gates)
             process.release_memory()
             LOG.info("event=reload restarted=%s started=%s stopped=%s",
                      result["restarted"], result["started"], result["stopped"])
+            outcome = await self._settle(result)
+            LOG.info("event=reload-settled %s",
+                     " ".join(f"{n}={v}" for n, v in outcome["agents"].items()) or "-")
             self._status = ""
             self._report()
-            self.notifier.ready_with_status(self._status)
-            return {"ok": True, **result}
+            if tell:
+                self.notifier.ready_with_status(self._status)
+            return {"ok": True, **result, **outcome}
 
-    def _apply_plans(self, settings: Settings, plans: dict[str, Plan]) -> dict:
+    def _reload_prepare(self) -> tuple:
+        """Everything that can fail, without touching the running state (ReloadRefused)."""
+        try:
+            settings = load_settings(self.settings.defaults_dir, self.settings.override_dir,
+                                     *self.dir_overrides)
+            for option in ("state_dir", "log_dir", "run_dir"):
+                old, new = getattr(self.settings, option), getattr(settings, option)
+                if old != new:
+                    raise ReloadRefused(
+                        f"[DEFAULT] {option} changed ({old} -> {new}): it needs a restart "
+                        f"of hvsupervisor, not a reload")
+            plans = build_plans(settings)
+            from hvsupervisor.run_cmd import socket_path_problem
+
+            problem = socket_path_problem(settings.run_dir, plans)
+            if problem:
+                raise ReloadRefused(problem)
+            gates = None
+            if self.gate_factory is not None:
+                key, new_gates = self.gate_factory(settings, plans)
+                if key != self._gate_key:
+                    gates = (key, new_gates)
+        except ConfigError as exc:
+            raise ReloadRefused(str(exc)) from None
+        added: dict[str, Agent] = {}
+        try:
+            for name, plan in plans.items():
+                if name not in self.agents:
+                    added[name] = self._make_agent(plan, settings)
+        except (OSError, ValueError) as exc:
+            for agent in added.values():
+                self._forget(agent)
+            raise ReloadRefused(f"agent {name}: cannot be set up: {exc}") from None
+        return settings, plans, gates, added
+
+    def _reload_commit(self, settings: Settings, plans: dict[str, Plan], gates, added) -> dict:
+        """Apply a prepared reload; synchronous (no await), so no stop can slip in between."""
+        if self._shutting_down:
+            for agent in added.values():
+                self._forget(agent)
+            raise ReloadRefused("the supervisor is stopping; reload refused")
         self.settings = settings
+        self._use_journal = journal.journal_available(settings.supervisor.journal_socket)
+        policy = _policy(settings)
+        for agent in self.agents.values():
+            agent.machine.set_policy(policy)
+        self._rearm_ready_timer()
         restarted, started, stopped = [], [], []
         for name in list(self.agents):
-            if name not in plans:
-                agent = self.agents[name]
-                agent.removing = True
+            if name not in plans and not self.agents[name].removing:
+                self.agents[name].removing = True
                 stopped.append(name)
                 self._post(name, StopRequested())
         for name in deps.start_order({n: list(p.after) for n, p in plans.items()}):
             plan = plans[name]
-            agent = self.agents.get(name)
-            if agent is None or agent.removing:
-                if agent is not None:  # re-enabled while still stopping
-                    continue
-                self.agents[name] = self._make_agent(plan)
+            if name in added:
+                self.agents[name] = added[name]
                 started.append(name)
                 continue
+            agent = self.agents[name]
             old = agent.plan
             agent.plan = _lean(plan)
             agent.machine.stop_timeout = plan.stop_timeout
-            if plan.digest != old.digest and agent.machine.state is not State.STOPPED:
+            if agent.removing:
+                # Re-enabled while it still stops: it starts again once stopped.
+                agent.removing = False
+                started.append(name)
+                self._post(name, StartRequested())
+            elif plan.digest != old.digest and agent.machine.state is not State.STOPPED:
                 restarted.append(name)
                 self._post(name, RestartRequested())
         self._refresh_conditions()
         self._drain()
-        return {"restarted": restarted, "started": started, "stopped": stopped}
+        return {"restarted": restarted, "started": started, "stopped": stopped,
+                "_gates": gates}
+
+    def _rearm_ready_timer(self) -> None:
+        """ready_timeout changed before the first READY=1: count it from the start."""
+        if self._ready_timer is None or self._ready_sent or self._loop is None:
+            return
+        self._ready_timer.cancel()
+        left = self._started_at + self.settings.supervisor.ready_timeout - time.monotonic()
+        self._ready_timer = self._loop.call_later(max(0.0, left), self._ready_timeout)
+
+    def _settled(self, name: str, removed: bool) -> str | None:
+        """An agent's reload outcome once it is final, else None."""
+        agent = self.agents.get(name)
+        if removed:
+            return "stopped" if agent is None or not agent.running else None
+        if agent is None:
+            return "removed"
+        state = agent.machine.state
+        if state is State.READY:
+            return "ready"
+        if state is State.FAILED:
+            return f"failed: {agent.machine.reason}"
+        if state is State.STOPPED:
+            return "stopped"
+        return None
+
+    async def _settle(self, result: dict) -> dict:
+        """Wait until the reload is in effect (see reload); say per agent what happened."""
+        targets = {n: False for n in result["restarted"] + result["started"]}
+        targets.update({n: True for n in result["stopped"]})
+        bound = self.settings.supervisor.reload_timeout
+        deadline = time.monotonic() + bound
+        outcome: dict[str, str] = {}
+        while True:
+            for name, removed in targets.items():
+                if name not in outcome and (verdict := self._settled(name, removed)):
+                    outcome[name] = verdict
+            left = deadline - time.monotonic()
+            if len(outcome) == len(targets) or left <= 0 or self._shutting_down:
+                break
+            await self._wait_changed(left)
+        for name in targets:
+            if name not in outcome:
+                agent = self.agents.get(name)
+                state = agent.machine.state.value if agent else "gone"
+                reason = agent.machine.reason if agent else ""
+                why = ("the supervisor began stopping" if self._shutting_down
+                       else f"reload_timeout ({bound:g}s) passed")
+                outcome[name] = f"not settled: {state}" + (f" ({reason})" if reason else "") \
+                    + f"; {why}"
+        settled = all(not v.startswith("not settled") for v in outcome.values())
+        return {"agents": outcome, "settled": settled}
 
     def _ovsdb_remote(self) -> str:
         """The ovsdb the node's agents use: the ovsdb gate's, else neutron's default."""
@@ -556,6 +746,7 @@ class Supervisor:
         self._refresh_conditions()
 
     def _forget(self, agent: Agent) -> None:
+        """Drop an agent (removed by a reload, or a prepared one never committed)."""
         for handle in agent.timers.values():
             handle.cancel()
         if agent.listener is not None:
@@ -575,11 +766,22 @@ class Supervisor:
             pass
 
     async def _stop_agents(self) -> None:
-        """Stop in reverse dependency order: an agent waits for its dependents."""
-        after = {n: [d for d in a.plan.after if d in self.agents]
-                 for n, a in self.agents.items()}
+        """Stop in reverse dependency order: an agent waits for its dependents.
+
+        Agents without a process (backoff, waiting) are stopped at once: a
+        restart timer firing mid-stop would spawn an agent nothing stops
+        (``_after_event`` does the same for one that crashes meanwhile).
+        The agent set is re-read on every pass: a reload cannot add agents
+        once shutdown has begun (it is refused), but one may be forgotten.
+        """
         requested: set[str] = set()
+        for name, agent in self.agents.items():
+            if agent.machine.state not in RUNNING:
+                requested.add(name)
+                self._post(name, StopRequested())
         while True:
+            after = {n: [d for d in a.plan.after if d in self.agents]
+                     for n, a in self.agents.items()}
             live = {n for n, a in self.agents.items() if a.running}
             pending = [n for n in deps.stop_order(after) if n not in requested]
             for name in pending:
@@ -588,7 +790,7 @@ class Supervisor:
                     requested.add(name)
                     self._post(name, StopRequested())
             self._drain()
-            if not any(a.running for a in self.agents.values()) and len(requested) == len(after):
+            if not any(a.running for a in self.agents.values()) and requested >= set(after):
                 return
             await self._wait_changed()
 
@@ -628,13 +830,15 @@ class Supervisor:
     async def run(self) -> int:
         """Start everything, serve until SIGTERM/SIGINT, then stop cleanly."""
         self._loop = asyncio.get_running_loop()
+        # Our handlers first (startsignals' placeholders remembered what came
+        # before); then act on what came.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(signum, self.request_shutdown)
+        self._loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        PENDING.handover(self.request_shutdown, self._on_sighup)
         process.set_child_subreaper()
         self.reaper = process.Reaper(self._on_exit)
         self.reaper.install()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self._loop.add_signal_handler(signum, self.request_shutdown)
-        self._loop.add_signal_handler(
-            signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         (self.settings.run_dir / "notify").mkdir(mode=0o700, parents=True, exist_ok=True)
 
         plans = self._initial_plans
@@ -644,6 +848,7 @@ class Supervisor:
             await self._replace_gates(*self.gate_factory(self.settings, plans))
         self._initial_plans = plans = {}  # the agents hold lean copies
         timeout = self.settings.supervisor.ready_timeout
+        self._started_at = time.monotonic()
         self._ready_timer = self._loop.call_later(timeout, self._ready_timeout)
         interval = self.notifier.watchdog_interval()
         if interval:
@@ -651,10 +856,11 @@ class Supervisor:
             self._watchdog = self._loop.call_later(interval / 2, self._watchdog_tick,
                                                    interval, due)
         LOG.info("event=start agents=%s", ",".join(self.agents))
-        self._refresh_conditions()
-        self._drain()
-        if not self.agents:
-            self._send_ready()
+        if not self._stop.is_set():  # a SIGTERM during start-up starts nothing
+            self._refresh_conditions()
+            self._drain()
+            if not self.agents:
+                self._send_ready()
 
         await self._stop.wait()
         await self.shutdown()

@@ -89,6 +89,7 @@ class AgentSpec:
 @dataclass(frozen=True)
 class SupervisorSettings:
     ready_timeout: float
+    reload_timeout: float
     stop_dataplane: bool
     ensure_bridges: bool
     restart_sec: float
