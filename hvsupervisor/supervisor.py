@@ -663,6 +663,8 @@ class Supervisor:
             old = agent.plan
             agent.plan = _lean(plan)
             agent.machine.stop_timeout = plan.stop_timeout
+            # The ready rule is not in the digest: a new one applies from the next start.
+            agent.machine.ready_kind, agent.machine.alive_seconds = _ready_kind(plan)
             if agent.removing:
                 # Re-enabled while it still stops: it starts again once stopped.
                 agent.removing = False
