@@ -20,6 +20,7 @@ Nothing here asserts a timing: scripts print JSON, people read it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -47,7 +48,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from hvsupervisor.waiting import wait_until  # noqa: E402  (after the path fix)
+from hvsupervisor import process  # noqa: E402  (after the path fix)
+from hvsupervisor.waiting import wait_until  # noqa: E402
 
 # ---------------------------------------------------------------- output
 
@@ -57,17 +59,27 @@ def emit(figure: str, **data: object) -> None:
     print(json.dumps({"figure": figure, **data}, sort_keys=False), flush=True)
 
 
+def parse_args(doc: str | None) -> argparse.Namespace:
+    """The options every benchmark script takes (``--quick``), with ``--help`` from ``doc``."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repetitions, shorter windows (also BENCH_QUICK=1)")
+    return parser.parse_args()
+
+
 def quick() -> bool:
     return "--quick" in sys.argv[1:] or os.environ.get("BENCH_QUICK") == "1"
 
 
 def pct(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100)."""
-    s = sorted(values)
-    if not s:
+    """The p-th percentile (p an integer in 1..99), as statistics.quantiles computes it
+    (method "inclusive": interpolated between the closest ranks; one value is its own)."""
+    if not values:
         return float("nan")
-    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
-    return s[k]
+    if len(values) == 1:
+        return float(values[0])
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
 
 
 def summary_ms(values_ns: Sequence[int]) -> dict:
@@ -124,19 +136,8 @@ def idle_figures(before: ProcSample, after: ProcSample) -> dict:
 
 def children(ppid: int) -> dict[int, str]:
     """Live children of ``ppid`` (pid -> cmdline)."""
-    found = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                if int(f.read().rsplit(b")", 1)[1].split()[1]) != ppid:
-                    continue
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                found[int(name)] = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
+    return {pid: process.cmdline(pid) for pid, parent in process.proc_ppids().items()
+            if parent == ppid}
 
 
 # ------------------------------------------------------- kernel proc events
@@ -385,8 +386,9 @@ class HvSupervisor(Daemon):
         (self.defaults / "svc" / "s.conf").write_text("[DEFAULT]\ndebug = false\n")
         opts = {
             # Goal figures are detection + respawn: no deliberate delay, no giving up.
-            "restart_sec": "0", "restart_max_delay": "0", "flap_max": "1000000",
+            "restart_sec": "0", "restart_max_delay": "0", "flap_max": "1000",
             "journal_socket": str(root / "no-journal"), "ready_timeout": "300",
+            "metrics_textfile": str(root / "hvsupervisor.prom"),
         }
         opts.update(supervisor_opts or {})
         lines = ["[DEFAULT]", "enabled_agents = " + ",".join(a.name for a in agents),

@@ -19,6 +19,7 @@ import _common as c
 
 
 def main() -> int:
+    c.parse_args(__doc__)
     window = 10.0 if c.quick() else 30.0
     agents = c.standins(6)
     events = c.ProcEvents()

@@ -89,6 +89,7 @@ def big_done(log) -> bool | None:
 
 
 def main() -> int:
+    c.parse_args(__doc__)
     seconds = 3.0 if c.quick() else 10.0
     events = c.ProcEvents()
     kinds = ("hvsupervisor", "supervisord", "circus")

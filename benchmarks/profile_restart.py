@@ -29,7 +29,7 @@ import _common as c
 WRAPPED = [
     ("hvsupervisor.process", "Reaper", "reap"),
     ("hvsupervisor.supervisor", "Supervisor", "_on_exit"),
-    ("hvsupervisor.supervisor", None, "_last_line"),
+    ("hvsupervisor.supervisor.loop", None, "last_line"),
     ("hvsupervisor.supervisor", "Supervisor", "_drain"),
     ("hvsupervisor.supervisor", "Supervisor", "_refresh_conditions"),
     ("hvsupervisor.supervisor", "Supervisor", "_report"),
@@ -66,7 +66,7 @@ def child(out: str, argv: list[str]) -> int:
         m = importlib.import_module(mod)
         owner = getattr(m, cls) if cls else m
         setattr(owner, fn, wrap(f"{cls + '.' if cls else ''}{fn}", getattr(owner, fn)))
-    from hvsupervisor import cli
+    from hvsupervisor.cmd import cli
 
     try:
         return cli.main(argv)
@@ -76,6 +76,7 @@ def child(out: str, argv: list[str]) -> int:
 
 
 def main() -> int:
+    c.parse_args(__doc__)
     n = 10 if c.quick() else 30
     events = c.ProcEvents()
     with c.Workspace("profile") as ws:

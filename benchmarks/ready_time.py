@@ -19,6 +19,7 @@ import _common as c
 
 
 def main() -> int:
+    c.parse_args(__doc__)
     reps = 3 if c.quick() else 5
     agents = c.standins(6)
     events = c.ProcEvents()

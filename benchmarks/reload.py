@@ -106,6 +106,7 @@ def circus_noop(d: c.Circus, events: c.ProcEvents, reps: int) -> dict:
 
 
 def main() -> int:
+    c.parse_args(__doc__)
     reps = 3 if c.quick() else 5
     agents = c.standins(6)
     events = c.ProcEvents()

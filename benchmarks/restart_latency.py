@@ -59,6 +59,7 @@ def kill_loop(daemon: c.Daemon, events: c.ProcEvents, n: int, count: int) -> dic
 
 
 def main() -> int:
+    c.parse_args(__doc__)
     n = 10 if c.quick() else 30
     idle = 2.0 if c.quick() else IDLE_SHORT
     agents = c.standins(6)

@@ -13,6 +13,7 @@ import _common as c
 
 
 def main() -> int:
+    c.parse_args(__doc__)
     sizes = [50] if c.quick() else [50, 200]
     events = c.ProcEvents()
     with c.Workspace("scale") as ws:

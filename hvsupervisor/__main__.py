@@ -2,6 +2,6 @@
 
 import sys
 
-from hvsupervisor.cli import main
+from hvsupervisor.cmd.cli import main
 
 sys.exit(main())

@@ -6,7 +6,10 @@ no process, socket, clock or sleep. The supervisor loop is the only place
 that does things: it applies the actions (`Spawn`, `Signal`, `SetTimer`,
 `CancelTimer`) and turns what happens into events.
 
-States (DESIGN.md section 4)::
+Longer than our other modules on purpose: the transitions read best side by
+side, with the event and action types they exchange (doc/architecture.md).
+
+States::
 
     waiting --(gate open and deps ready)--> starting --(ready signal)--> ready
     starting/ready --(exit, not requested)--> backoff --(timer)--> starting | waiting
@@ -32,7 +35,7 @@ Rules the supervisor loop must know:
   Events for another pid are ignored (stale).
 * An agent that exits while its host gate is closed goes to `waiting`
   without counting a failure: the restart budget is not spent on a host
-  problem (DESIGN.md section 4).
+  problem.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ import signal
 from dataclasses import dataclass
 from typing import Literal
 
+from hvsupervisor.objects.status import AgentStatus
 from hvsupervisor.policy import FlapDetector, RestartPolicy, backoff_delay
-from hvsupervisor.status import AgentSnapshot
 
 ReadyKind = Literal["notify", "alive", "probe"]
 
@@ -65,16 +68,24 @@ RUNNING = (State.STARTING, State.READY)
 # -- events (the loop feeds these) -------------------------------------------------------
 @dataclass(frozen=True)
 class Spawned:
+    """The process asked for by ``Spawn`` runs as ``pid``."""
+
     pid: int
 
 
 @dataclass(frozen=True)
 class SpawnFailed:
+    """No process could be started for ``Spawn`` (``reason``: a missing
+    executable, an unwritable directory); it counts as a failure."""
+
     reason: str
 
 
 @dataclass(frozen=True)
 class Exited:
+    """The process ``pid`` was reaped, with its exit code or signal and the
+    last line it wrote (for STATUS= and ``last_exit``)."""
+
     pid: int
     returncode: int | None = None
     signal: int | None = None
@@ -83,6 +94,9 @@ class Exited:
 
 @dataclass(frozen=True)
 class BecameReady:
+    """The agent serves: READY=1 from its main ``pid``, or its probe
+    (tcp, unix, ovsdb-bridge) succeeded for that process."""
+
     pid: int
 
 
@@ -96,34 +110,44 @@ class ProbeFailed:
 
 @dataclass(frozen=True)
 class TimerFired:
+    """A ``SetTimer`` came due; stale tokens are ignored."""
+
     token: str
 
 
 @dataclass(frozen=True)
 class GateChanged:
+    """Its host gates (libvirtd, ovsdb) opened or shut; ``reason`` is
+    what STATUS= shows while shut."""
+
     open: bool
     reason: str = ""
 
 
 @dataclass(frozen=True)
 class DepsChanged:
+    """Whether every agent it starts ``after`` is ready now."""
+
     ready: bool
     reason: str = ""
 
 
 @dataclass(frozen=True)
 class StartRequested:
-    pass
+    """An operator asked to start it (``hvsupervisor start``)."""
 
 
 @dataclass(frozen=True)
 class StopRequested:
+    """Stop it (an operator, a reload that removed it, or shutdown);
+    ``kill_after`` overrides its stop_timeout."""
+
     kill_after: float | None = None
 
 
 @dataclass(frozen=True)
 class RestartRequested:
-    pass
+    """Restart it now, skipping any backoff and forgetting failures."""
 
 
 Event = (
@@ -132,34 +156,49 @@ Event = (
     | StartRequested | StopRequested | RestartRequested
 )
 
+OPERATOR_VERBS = ("start", "stop", "restart")
+
+
+def operator_event(verb: str) -> Event:
+    """The event for an operator verb on one agent (KeyError for another verb)."""
+    return {"start": StartRequested, "stop": StopRequested,
+            "restart": RestartRequested}[verb]()
+
 
 # -- actions (the loop applies these, in order) ------------------------------------------
 @dataclass(frozen=True)
 class Spawn:
-    pass
+    """Start a process from the plan; answer with Spawned or SpawnFailed."""
 
 
 @dataclass(frozen=True)
 class Signal:
+    """Send ``signum`` to ``pid``."""
+
     pid: int
     signum: int
 
 
 @dataclass(frozen=True)
 class SetTimer:
+    """Arm (or re-arm) timer ``token`` to fire in ``delay`` seconds."""
+
     token: str
     delay: float
 
 
 @dataclass(frozen=True)
 class CancelTimer:
+    """Disarm timer ``token``; a timer already fired is a no-op."""
+
     token: str
 
 
 Action = Spawn | Signal | SetTimer | CancelTimer
 
 
-def describe_exit(returncode: int | None, signum: int | None, last_line: str | None) -> str:
+def describe_exit(returncode: int | None, signum: int | None,
+                  last_line: str | None = None) -> str:
     """"exit 1", "signal 9 (SIGKILL)", plus " (last log line)" when known.
 
     A negative returncode (subprocess's way of saying "killed by signal") is
@@ -277,8 +316,9 @@ class AgentLifecycle:
             return self._gate_reason or "host gate closed"
         return ""
 
-    def snapshot(self) -> AgentSnapshot:
-        return AgentSnapshot(
+    def snapshot(self) -> AgentStatus:
+        """Its status without the plan's fields (the supervisor adds digest and argv)."""
+        return AgentStatus(
             name=self.name,
             state=self._state.value,
             ready=self.ready,

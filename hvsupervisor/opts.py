@@ -8,9 +8,41 @@ these declarations cannot drift apart.
 
 from __future__ import annotations
 
+import re
+
 from oslo_config import cfg, types
 
+from hvsupervisor import paths
+from hvsupervisor.config import types as hvtypes
+
 AGENT_GROUP_PREFIX = "agent:"
+# Every [agent:NAME] inherits the options of this section that it does not set
+# itself; `environment` merges key by key (config/settings.py).
+AGENT_DEFAULTS = "agent_defaults"
+
+# Agent names, modelled on systemd's unit-name rules: lower-case ASCII letters,
+# digits and "_.@-", starting with a letter or digit (so never "-x", "." or
+# ".."), no "/", at most 64 bytes. Lower case because oslo.config folds section
+# names: [agent:Foo] and [agent:foo] would be one section with two log files.
+# The name becomes <log_dir>/<name>.log and the unix socket
+# <run_dir>/notify/<name>.sock, so it must be a plain file name, short enough
+# that the socket path fits sockaddr_un's 108 bytes under a normal run dir.
+AGENT_NAME_MAX = 64
+AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_.@-]*\Z")
+
+
+def agent_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid agent name, or None."""
+    if not name:
+        return "an agent name must not be empty"
+    if len(name) > AGENT_NAME_MAX:
+        return f"an agent name is at most {AGENT_NAME_MAX} characters"
+    if not name.isascii() or not AGENT_NAME.match(name):
+        return ("an agent name is lower-case ASCII letters, digits and '_.@-', starting "
+                "with a letter or digit")
+    if ".." in name:
+        return "an agent name must not contain '..'"
+    return None
 
 SIX_AGENTS = [
     "nova-compute",
@@ -42,16 +74,16 @@ default_opts = [
     ),
     cfg.StrOpt(
         "run_dir",
-        default="/run/hvsupervisor",
+        default=paths.DEFAULT_RUN_DIR,
         help="Sockets (control, per-agent notify) and the lock. Overridden by --run-dir.",
     ),
 ]
 
 supervisor_opts = [
-    cfg.FloatOpt(
+    cfg.Opt(
         "ready_timeout",
+        type=hvtypes.Seconds(),
         default=300.0,
-        min=0,
         help="Seconds to wait for every enabled agent to be ready before telling "
         "systemd READY=1 anyway, with a degraded STATUS=. Some readiness needs the "
         "control plane, and a node must not block boot forever without it.",
@@ -78,34 +110,34 @@ supervisor_opts = [
         help="Create the bridges named in the OVS agent's bridge_mappings (and the "
         "integration bridge) when they are missing, instead of waiting for them.",
     ),
-    cfg.FloatOpt("restart_sec", default=0.1, min=0, help="First restart delay (seconds)."),
-    cfg.FloatOpt(
-        "restart_max_delay", default=30.0, min=0, help="Cap of the restart delay (seconds)."
-    ),
-    cfg.IntOpt(
+    cfg.Opt("restart_sec", type=hvtypes.Seconds(max=3600), default=0.1,
+            help="First restart delay (seconds)."),
+    cfg.Opt("restart_max_delay", type=hvtypes.Seconds(max=3600), default=30.0,
+            help="Cap of the restart delay (seconds); below restart_sec, restart_sec is used."),
+    cfg.Opt(
         "restart_steps",
+        type=hvtypes.Count(min=1, max=1000),
         default=5,
-        min=1,
         help="Steps from restart_sec to restart_max_delay, geometric as systemd's "
         "RestartSteps=.",
     ),
-    cfg.FloatOpt(
-        "restart_jitter", default=0.1, min=0, max=1, help="Random jitter, a fraction of the delay."
-    ),
-    cfg.FloatOpt(
+    cfg.Opt("restart_jitter", type=hvtypes.Fraction(), default=0.1,
+            help="Random jitter, a fraction of the delay (0 to 1)."),
+    cfg.Opt(
         "stable_period",
+        type=hvtypes.Seconds(),
         default=30.0,
-        min=0,
         help="Seconds an agent must stay ready before its failure count (and backoff) resets.",
     ),
-    cfg.IntOpt(
+    cfg.Opt(
         "flap_max",
+        type=hvtypes.Count(min=1, max=1000),
         default=5,
-        min=1,
         help="This many failures within flap_window make the agent 'failed' (no more "
         "automatic restarts; 'hvsupervisor restart AGENT' revives it).",
     ),
-    cfg.FloatOpt("flap_window", default=60.0, min=0, help="Window for flap_max (seconds)."),
+    cfg.Opt("flap_window", type=hvtypes.Seconds(min=1), default=60.0,
+            help="Window for flap_max (seconds, at least 1)."),
     cfg.StrOpt(
         "journal_socket",
         default="/run/systemd/journal/stdout",
@@ -114,6 +146,47 @@ supervisor_opts = [
     ),
 ]
 
+# Liveness and metrics (doc/health.md); part of [supervisor].
+health_opts = [
+    cfg.Opt(
+        "health_interval",
+        type=hvtypes.Seconds(min=1, max=86400),
+        default=60.0,
+        help="Seconds between liveness probes of a ready agent whose ready rule is rpc "
+        "or http (+/-10 %% jitter). Each probe is one RPC call to the agent's own queue "
+        "or one HTTP request.",
+    ),
+    cfg.Opt(
+        "health_failures",
+        type=hvtypes.Count(min=1, max=1000),
+        default=3,
+        help="Consecutive unanswered probes, while the control plane is reachable, that "
+        "make an agent hung: it is killed and restarted like a crash (backoff and "
+        "flapping apply). While the bus is unreachable nothing is restarted.",
+    ),
+    cfg.Opt(
+        "health_timeout",
+        type=hvtypes.Seconds(min=0.5, max=3600),
+        default=10.0,
+        help="Seconds one probe waits for the agent's answer.",
+    ),
+    cfg.StrOpt(
+        "metrics_textfile",
+        default="/var/lib/prometheus/node-exporter/hvsupervisor.prom",
+        help="Prometheus metrics written atomically for node_exporter's textfile "
+        "collector (Debian's directory by default). Empty: no file. A missing "
+        "directory is logged once and skipped.",
+    ),
+    cfg.StrOpt(
+        "metrics_listen",
+        default="",
+        regex=r"^(|\[?[A-Za-z0-9.:_-]*\]?:[0-9]{1,5})$",
+        help="HOST:PORT to serve the same metrics over HTTP (/metrics). Empty (the "
+        "default): no listener.",
+    ),
+]
+supervisor_opts += health_opts
+
 agent_opts = [
     cfg.StrOpt(
         "command",
@@ -121,7 +194,8 @@ agent_opts = [
         help="The agent's command line, split like a shell would but never run by "
         "one. Substitutions (also in environment and ready): {state_dir} {log_dir} "
         "{run_dir} {agent} {bindir} {config_files} (;-joined) {use_stderr} (true when "
-        "the output goes to the journal). A bare name is looked up in {bindir} first, then PATH.",
+        "the output goes to the journal) {service} (the first directory of the first of "
+        "config_files: nova, neutron). A bare name is looked up in {bindir} first, then PATH.",
     ),
     cfg.ListOpt(
         "config_files",
@@ -132,7 +206,9 @@ agent_opts = [
     cfg.ListOpt(
         "config_dirs",
         default=[],
-        help="conf.d dirs (relative) whose *.conf snippets follow the base files, sorted by name.",
+        help="conf.d dirs (relative) whose *.conf snippets follow the base files, sorted by "
+        "name across all of them. {service} and {agent} are substituted, so "
+        "{service}/{agent}.conf.d is a directory only this agent reads.",
     ),
     cfg.ListOpt("after", default=[], help="Agents that must be ready before this one starts."),
     cfg.ListOpt(
@@ -141,19 +217,20 @@ agent_opts = [
         item_type=types.String(choices=["libvirt", "ovsdb"]),
         help="Host services this agent needs: libvirt, ovsdb.",
     ),
-    cfg.StrOpt(
+    cfg.Opt(
         "ready",
+        type=hvtypes.ReadyText(),
         default="alive:5",
         help="When the agent counts as ready: notify (READY=1 from its main pid on its "
         "own notify socket) | alive:SECONDS | tcp:HOST:PORT | unix:PATH (listening) | "
         "ovsdb-bridge:NAME (the bridge is in the node's ovsdb and its OpenFlow controller, "
         "if any, is connected: the neutron OVS agent's own).",
     ),
-    cfg.FloatOpt(
+    cfg.Opt(
         "stop_timeout",
+        type=hvtypes.Seconds(max=3600),
         default=30.0,
-        min=0,
-        help="Seconds between SIGTERM and SIGKILL when stopping the agent.",
+        help="Seconds between SIGTERM and SIGKILL when stopping the agent (0 to 3600).",
     ),
     cfg.ListOpt(
         "directories",
@@ -162,11 +239,44 @@ agent_opts = [
         "so libvirt's qemu can reach instance disks) before each start: nova creates "
         "neither its state_path nor its instances_path. Substitutions as in command.",
     ),
+    cfg.StrOpt(
+        "user",
+        default="",
+        help="Run the agent as this user, with no capabilities at all (groups, gid, uid "
+        "set by setpriv, empty bounding set, no_new_privs); its privsep helpers and "
+        "neutron's namespace daemons are then started by the supervisor's privsep "
+        "broker. Empty or root: run as root, as before. A user that does not exist "
+        "is a config error (exit 78).",
+    ),
+    cfg.StrOpt("group", default="", help="Primary group (default: the user's own)."),
+    cfg.ListOpt(
+        "supplementary_groups",
+        default=[],
+        help="Extra groups for the agent, e.g. openvswitch (the ovsdb socket) or "
+        "libvirt (libvirtd's socket).",
+    ),
     cfg.DictOpt(
-        "environment",
+        "privsep_contexts",
         default={},
-        help="Extra environment, KEY:VALUE pairs. OS_<GROUP>__<OPT> variables not set "
-        "here are removed from the agent's environment.",
+        help="The oslo.privsep contexts the broker starts for this agent when it runs "
+        "as a user, CONTEXT:SECTION (e.g. neutron.privileged.default:privsep). The "
+        "plan sets helper_command in each SECTION; any other context is refused.",
+    ),
+    cfg.BoolOpt(
+        "root_helper",
+        default=False,
+        help="When the agent runs as a user: set neutron's [agent] root_helper to the "
+        "broker, which runs only 'ip netns exec q*-UUID [env K=V] dnsmasq|haproxy|"
+        "keepalived|radvd|conntrackd|neutron-keepalived-state-change'.",
+    ),
+        cfg.Opt(
+        "environment",
+        type=hvtypes.Environment(),
+        default={},
+        help="Extra environment, KEY:VALUE pairs (KEY: letters, digits, '_'). Merged key "
+        "by key over [agent_defaults] and across files, in plan order; an empty VALUE "
+        "(KEY:) removes KEY. OS_<GROUP>__<OPT> variables not set here are removed from "
+        "the agent's environment.",
     ),
 ]
 
@@ -176,5 +286,6 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     return [
         ("DEFAULT", default_opts),
         ("supervisor", supervisor_opts),
+        (AGENT_DEFAULTS, agent_opts),
         (AGENT_GROUP_PREFIX + "NAME", agent_opts),
     ]

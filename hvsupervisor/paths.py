@@ -14,6 +14,8 @@ from pathlib import Path
 
 DEFAULT_OVERRIDE_DIR = Path("/etc/hvsupervisor")
 CATALOG_NAME = "hvsupervisor.conf"
+CATALOG_CONF_D = "hvsupervisor.conf.d"  # the catalog's snippets, beside it
+DEFAULT_RUN_DIR = "/run/hvsupervisor"  # [DEFAULT] run_dir's default (opts.py)
 
 
 def _candidates() -> list[Path]:

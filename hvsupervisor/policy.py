@@ -7,10 +7,13 @@ The delay curve follows systemd's RestartSec=/RestartSteps=/RestartMaxDelaySec=
 (v254): the n-th consecutive restart waits restart_sec * ratio**(n-1) with
 ratio = (restart_max_delay / restart_sec) ** (1 / restart_steps), reaching the
 cap after `restart_steps` steps (RestartSec=10s, RestartSteps=4,
-RestartMaxDelaySec=160s gives 10, 20, 40, 80, 160 s; see
-shared/research/supervisor_anchors.md fact 10, from systemd's man page). We add
+RestartMaxDelaySec=160s gives 10, 20, 40, 80, 160 s; systemd.service(5), see
+doc/upstream-behaviour.md section 10). We add
 +/- jitter so that agents that died together (libvirtd went away) do not all
 come back in the same instant, and clamp the result to [0, cap].
+
+Waits that are not restarts (a host gate retrying its service, a readiness
+probe polling a socket) grow by `next_delay`, the one other backoff here.
 
 Giving up is a separate rule, like systemd's StartLimitBurst=/IntervalSec=:
 `flap_max` failures within `flap_window` seconds means the agent is flapping.
@@ -51,8 +54,8 @@ class RestartPolicy:
             )
         if self.restart_steps < 0:
             raise ValueError(f"restart_steps must be >= 0, got {self.restart_steps}")
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
+        if not 0 <= self.jitter <= 1:  # opts.py: restart_jitter is a Fraction, [0, 1]
+            raise ValueError(f"jitter must be in [0, 1], got {self.jitter}")
         if self.stable_period < 0:
             raise ValueError(f"stable_period must be >= 0, got {self.stable_period}")
         if self.flap_max < 0:
@@ -84,6 +87,16 @@ def backoff_delay(policy: RestartPolicy, failures: int, rng: random.Random) -> f
     if policy.jitter:
         delay *= 1.0 + rng.uniform(-policy.jitter, policy.jitter)
     return max(0.0, min(policy.restart_max_delay, delay))
+
+
+def next_delay(delay: float, first: float, cap: float, factor: float = 2.0) -> float:
+    """The wait after one of ``delay`` s: ``first`` to begin with, then ``factor``
+    times longer, never above ``cap``.
+
+    For polling loops (gate retries, readiness probes): start small so that a
+    quick answer is seen quickly, cap so that a late one is seen within ``cap``.
+    """
+    return min(cap, max(first, delay * factor))
 
 
 class FlapDetector:

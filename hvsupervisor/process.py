@@ -34,7 +34,7 @@ LOG = logging.getLogger(__name__)
 # Variables that talk to *our* service manager or describe *our* fds. A child
 # that inherits them would send READY=1/STOPPING=1 for the whole unit, ping
 # our watchdog, adopt our socket-activated fds, or "upgrade" to native journal
-# logging under our identity (DESIGN.md section 2 "Facts to respect";
+# logging under our identity (doc/upstream-behaviour.md section 10;
 # sd_notify(3), sd_listen_fds(3), sd_watchdog_enabled(3)).
 # FDSTORE (v254) is the size of our fd store: only meaningful with our socket.
 #
@@ -84,6 +84,11 @@ def child_env(base: Mapping[str, str], plan_env: Mapping[str, str]) -> dict[str,
     }
     env.update(plan_env)
     return env
+
+
+def resolve_executable(argv0: str, env: Mapping[str, str]) -> str:
+    """The path execvp would run for ``argv0`` with the child's PATH; SpawnError if none."""
+    return _resolve(argv0, env)
 
 
 def _resolve(argv0: str, env: Mapping[str, str]) -> str:
@@ -239,19 +244,6 @@ def release_memory() -> None:
         pass
 
 
-def describe_exit(returncode: int | None, sig: int | None) -> str:
-    """Human form of an exit: ``"exit 1"`` or ``"signal 9 (SIGKILL)"``."""
-    if sig is not None:
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            return f"signal {sig}"
-        return f"signal {sig} ({name})"
-    if returncode is None:
-        return "unknown exit"
-    return f"exit {returncode}"
-
-
 def decode_wait_status(status: int) -> tuple[int | None, int | None]:
     """(returncode, signal) from a waitpid() status; one of them is None."""
     if os.WIFSIGNALED(status):
@@ -316,7 +308,7 @@ class Reaper:
         return reaped
 
 
-def _proc_ppids() -> dict[int, int]:
+def proc_ppids() -> dict[int, int]:
     """pid -> ppid for every process visible in /proc."""
     ppids = {}
     for name in os.listdir("/proc"):
@@ -335,7 +327,8 @@ def _proc_ppids() -> dict[int, int]:
     return ppids
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
+    """The command line of ``pid`` with spaces, ``[comm]`` when it has none, "" if gone."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             raw = f.read()
@@ -360,7 +353,7 @@ def descendants(root: int | None = None) -> dict[int, str]:
     if root is None:
         root = os.getpid()
     children: dict[int, list[int]] = {}
-    for pid, ppid in _proc_ppids().items():
+    for pid, ppid in proc_ppids().items():
         children.setdefault(ppid, []).append(pid)
     found: dict[int, str] = {}
     stack = list(children.get(root, ()))
@@ -368,7 +361,7 @@ def descendants(root: int | None = None) -> dict[int, str]:
         pid = stack.pop()
         if pid in found:
             continue
-        found[pid] = _cmdline(pid)
+        found[pid] = cmdline(pid)
         stack.extend(children.get(pid, ()))
     return found
 

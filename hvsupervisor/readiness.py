@@ -8,7 +8,7 @@ line") for every such probe. /proc/net/unix is per network namespace, and the
 agent is our child in ours.
 
 Upstream daemons' own READY=1 means "launched", not "serving", and several
-send nothing (DESIGN.md section 2). For an agent that serves a socket, the
+send nothing (doc/upstream-behaviour.md section 3). For an agent that serves a socket, the
 socket accepting a connection is the truth. The probe polls only while the
 agent is starting (50 ms, growing to 1 s), and stops at the first accept or
 when the agent exits; a ready node has no probe running.
@@ -20,7 +20,9 @@ import asyncio
 import socket
 
 from hvsupervisor.config.settings import ReadyRule
+from hvsupervisor.policy import next_delay
 
+PROBE_GROWTH = 1.5  # gentler than the gates' doubling: a starting agent is expected soon
 SO_ACCEPTCON = 0x10000  # the "Flags" column of /proc/net/unix for a listening socket
 
 
@@ -64,15 +66,15 @@ async def wait_bridge(remote: str, bridge: str, first: float = 0.1, cap: float =
     """
     from hvsupervisor.host.ovsdb import bridge_ready
 
-    delay = first
+    delay = 0.0
     while not (await bridge_ready(remote, bridge))[0]:
+        delay = next_delay(delay, first, cap, PROBE_GROWTH)
         await asyncio.sleep(delay)
-        delay = min(cap, delay * 1.5)
 
 
 async def wait_accepting(rule: ReadyRule, first: float = 0.05, cap: float = 1.0) -> None:
     """Return once the rule's socket accepts a connection (cancel to give up)."""
-    delay = first
+    delay = 0.0
     while not await _accepts(rule):
+        delay = next_delay(delay, first, cap, PROBE_GROWTH)
         await asyncio.sleep(delay)
-        delay = min(cap, delay * 1.5)

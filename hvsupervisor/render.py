@@ -1,8 +1,12 @@
-"""Plain-text tables for people; JSON is printed by the callers."""
+"""Output for people and scripts: plain-text tables and JSON, used by every verb."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Sequence
+
+from hvsupervisor.objects.status import AgentStatus, NodeStatus
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -17,3 +21,33 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = [fmt(headers), fmt(["-" * w for w in widths])]
     lines += [fmt(r) for r in cells]
     return "\n".join(lines)
+
+
+def print_json(obj: object) -> None:
+    """JSON on stdout, indented, keys in the order the caller built them."""
+    print(json.dumps(obj, indent=2, sort_keys=False))
+
+
+def status_table(node: NodeStatus) -> str:
+    """``hvsupervisor status``: the STATUS= line, then one row per agent."""
+    rows = [(a.name, a.state_text, a.pid, "yes" if a.ready else "no", a.health_label,
+             _last_probe(a), a.restarts, a.last_exit, a.reason, _probe_error(a))
+            for a in node.agents]
+    return f"{node.status}\ncontrol_plane: {node.control_plane}\n" + table(
+        ["agent", "state", "pid", "ready", "health", "last probe", "restarts", "last exit",
+         "reason", "last probe error"], rows)
+
+
+def _last_probe(a: AgentStatus) -> str:
+    """"12s ago (3 ms)": when the agent was last probed and how long it took."""
+    h = a.health
+    if a.health_label == "-" or not h or h.get("last_probe") is None:
+        return "-"
+    ago = max(0.0, time.time() - float(h["last_probe"]))
+    return f"{ago:.0f}s ago ({float(h.get('last_duration') or 0) * 1000:.0f} ms)"
+
+
+def _probe_error(a: AgentStatus) -> str:
+    if a.health_label == "-" or not a.health:
+        return "-"
+    return str(a.health.get("last_error") or "-")

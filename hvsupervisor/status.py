@@ -1,6 +1,6 @@
 """One line for systemd's STATUS=: who is ready, and who waits for what.
 
-Pure: snapshots in, a string out. The line must be ASCII (sdnotify encodes
+Pure: agent statuses (objects/status.py) in, a string out. The line must be ASCII (sdnotify encodes
 latin-1, and a log line may hold anything), one line (STATUS= ends at a
 newline) and short (`systemctl status` shows one line; ~200 chars). The most
 urgent problems come first (failed, then waiting, backoff, starting,
@@ -10,31 +10,14 @@ degraded, stopping) so that truncation drops the least useful part.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from hvsupervisor.objects.status import AgentStatus
 
 MAX_LEN = 200
 MAX_DETAIL = 90
 
 # Problem order in the line; ready agents are named only when degraded.
 _ORDER = ("failed", "waiting", "backoff", "starting", "degraded", "stopping", "stopped")
-
-
-@dataclass(frozen=True)
-class AgentSnapshot:
-    """What status and the control socket need to know about one agent.
-
-    `state` is a `lifecycle.State` value ("waiting", "ready", ...), kept as a
-    string so that this module does not depend on the state machine.
-    """
-
-    name: str
-    state: str
-    ready: bool
-    reason: str = ""
-    last_exit: str | None = None
-    degraded: bool = False
-    pid: int | None = None
-    restarts: int = 0
 
 
 def ascii_clean(text: str) -> str:
@@ -54,13 +37,13 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
 
 
-def _category(snap: AgentSnapshot) -> str | None:
+def _category(snap: AgentStatus) -> str | None:
     if snap.state == "ready":
         return "degraded" if snap.degraded else None
     return snap.state
 
 
-def _part(snap: AgentSnapshot, category: str) -> str:
+def _part(snap: AgentStatus, category: str) -> str:
     detail = snap.reason
     if category == "failed" and not detail:
         detail = snap.last_exit or ""
@@ -70,7 +53,7 @@ def _part(snap: AgentSnapshot, category: str) -> str:
     return ascii_clean(text)
 
 
-def summary_line(agents: Sequence[AgentSnapshot], max_len: int = MAX_LEN) -> str:
+def summary_line(agents: Sequence[AgentStatus], max_len: int = MAX_LEN) -> str:
     """E.g. "5/6 ready; neutron-l3-agent failed: exit 1 (ImportError...)".
 
     Agents keep their input order within a category. When the problems do not

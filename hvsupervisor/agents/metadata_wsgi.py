@@ -92,7 +92,7 @@ def prepare(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point (proposed console script ``hvsupervisor-nova-metadata``)."""
+    """Entry point of the console script ``hvsupervisor-nova-metadata``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = wsgi.server_arg_parser(PROG)
     parser.add_argument("--paste-config", default=None, help="api-paste.ini to use")
@@ -102,14 +102,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         sys.exit(EX_CONFIG)
-    wsgi.serve(
-        lambda: wsgi.load_attr(APP),
-        bind=opts.bind,
-        workers=opts.workers,
-        threads=opts.threads,
-        graceful_timeout=opts.graceful_timeout,
-        proc_name=PROG,
-    )
+    wsgi.serve(lambda: wsgi.load_attr(APP), opts, PROG)
 
 
 if __name__ == "__main__":

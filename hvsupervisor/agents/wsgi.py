@@ -61,16 +61,11 @@ def load_attr(spec: str) -> WSGIApp:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def serve(
-    loader: Callable[[], WSGIApp],
-    *,
-    bind: str,
-    workers: int,
-    threads: int,
-    graceful_timeout: float,
-    proc_name: str,
-) -> None:
+def serve(loader: Callable[[], WSGIApp], opts: argparse.Namespace, proc_name: str) -> None:
     """Run gunicorn in this process (the master) until it is signalled.
+
+    ``opts`` are the options of :func:`server_arg_parser` (bind, workers,
+    threads, graceful_timeout), the one place they are defined.
 
     gunicorn is imported here so that merely importing this module (tests, the
     catalog lint) does not need it.
@@ -78,11 +73,11 @@ def serve(
     from gunicorn.app.base import BaseApplication
 
     settings: dict[str, Any] = {
-        "bind": [bind],
-        "workers": workers,
-        "threads": threads,
-        "worker_class": "gthread" if threads > 1 else "sync",
-        "graceful_timeout": str(int(graceful_timeout)),
+        "bind": [opts.bind],
+        "workers": opts.workers,
+        "threads": opts.threads,
+        "worker_class": "gthread" if opts.threads > 1 else "sync",
+        "graceful_timeout": str(int(opts.graceful_timeout)),
         "proc_name": proc_name,
         # No access log: the app logs its requests through oslo.log.
         "accesslog": None,
@@ -117,14 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     opts, app_args = split_argv(parser, argv)
     name = opts.name or opts.app.partition(":")[0]
     sys.argv = [name, *app_args]
-    serve(
-        lambda: load_attr(opts.app),
-        bind=opts.bind,
-        workers=opts.workers,
-        threads=opts.threads,
-        graceful_timeout=opts.graceful_timeout,
-        proc_name=name,
-    )
+    serve(lambda: load_attr(opts.app), opts, name)
 
 
 if __name__ == "__main__":

@@ -25,3 +25,9 @@ class ConfigError(Exception):
             where = self.path if self.line is None else f"{self.path}:{self.line}"
             where += ": "
         return f"{where}{self.reason}"
+
+
+class ConfigWarning(ConfigError):
+    """Something in the config that is ignored, with its location (systemd's
+    "Unknown key name 'x' in section 'y', ignoring."): reported by ``validate``,
+    logged at start and a failing ``check`` row, but never a reason to refuse."""

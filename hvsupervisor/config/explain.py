@@ -6,8 +6,14 @@ so the answer matches what the daemon will see: last parsed file wins,
 here (nova and neutron need not be installed), so every key found in the
 files is registered as a string option; the few options known to be
 multi-valued (they add up across files instead of overriding) are
-registered as such. Then oslo's ``get_location`` names the winning file and
-our line-recording parse (config/parse.py) gives the line.
+registered as such.
+
+Which file:line set the value comes from our own line-recording parse
+(config/parse.py), in plan order: the last assignment in the last file that
+has the key is the one oslo uses. Not from oslo's ``get_location()``: in
+oslo.config 10.7 it names the *last parsed file* for every file value, not
+the file that set it (doc/upstream-behaviour.md section 9; tests/unit/test_explain.py
+shows the library's answer beside ours).
 
 Precedence above files, as oslo applies it: the command line, then
 ``OS_<GROUP>__<OPT>`` environment variables (only those the plan sets: the
@@ -16,41 +22,19 @@ supervisor scrubs the rest from a child's environment).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from oslo_config import cfg
 
+from hvsupervisor.config.parse import norm_group
 from hvsupervisor.config.plan import Plan
+from hvsupervisor.config.secrets import mask_text, mask_value  # noqa: F401 (re-exported)
 
 # Options that oslo declares multi=True in the agents we ship: their values
 # accumulate across files (nova/conf/pci.py). Explain lists every contributor.
 MULTI_OPTS = {("pci", "device_spec"), ("pci", "alias"), ("pci", "passthrough_whitelist")}
 
-_SECRET_NAME = re.compile(r"(password|passwd|secret|token|credential|private_key|_key$)", re.I)
-# scheme://user:pw@host, and oslo.messaging's extra hosts ",user:pw@host2".
-_URL_CREDS = re.compile(
-    r"(?P<scheme>[A-Za-z][\w+.-]*://|,)(?P<user>[^:/@\s,;]*):(?P<pw>[^@\s,]*)@"
-)
 _RESERVED = {"config_file", "config_dir", "config_source"}
-
-
-def mask_text(text: str) -> str:
-    """Mask the password part of every URL in ``text`` (transport_url, connection...)."""
-    return _URL_CREDS.sub(lambda m: f"{m['scheme']}{m['user']}:****@", text)
-
-
-def mask_value(option: str, value: str | None) -> str | None:
-    """Mask a value for display: whole value for secret names, URL passwords otherwise."""
-    if value is None:
-        return None
-    if _SECRET_NAME.search(option) and value:
-        return "****"
-    return mask_text(value)
-
-
-def _norm_group(section: str) -> str:
-    return "DEFAULT" if section.upper() == "DEFAULT" else section.lower()
 
 
 @dataclass
@@ -86,7 +70,7 @@ class Effective:
         known: dict[str, set[str]] = {}
         for pf in plan.parsed:
             for section, keys in pf.sections.items():
-                known.setdefault(_norm_group(section), set()).update(keys)
+                known.setdefault(norm_group(section), set()).update(keys)
         for group, keys in known.items():
             for key in sorted(keys):
                 name = key.replace("-", "_")
@@ -118,12 +102,12 @@ class Effective:
 
     def explain(self, section: str, option: str) -> Explanation:
         """Effective value (unmasked) and provenance of ``[section] option``."""
-        group = _norm_group(section)
+        group = norm_group(section)
         name = option.replace("-", "_")
         contributors = []
         for pf in self.plan.parsed:
             for sec, keys in pf.sections.items():
-                if _norm_group(sec) == group and (name in keys or option in keys):
+                if norm_group(sec) == group and (name in keys or option in keys):
                     for _value, line in keys.get(name, keys.get(option, [])):
                         contributors.append((str(pf.path), line))
         cli = self._cli_value(group, name)
@@ -132,8 +116,15 @@ class Effective:
                                "command line", contributors)
         env = self._env_value(group, name)
         if env is not None:
-            return Explanation(self.plan.agent, section, option, env, None, None,
-                               "environment", contributors)
+            # The catalog line that put OS_<GROUP>__<OPT> into the plan, or
+            # the supervisor itself (privsep broker: privsep/planning.py).
+            key = f"OS_{group.upper()}__{name.upper()}"
+            where = self.plan.env_origin.get(key)
+            path, line = where if where else (None, None)
+            source = (f"environment {key}, supplied by the supervisor (privsep broker)"
+                      if key in self.plan.supplied else "environment")
+            return Explanation(self.plan.agent, section, option, env, path, line,
+                               source, contributors)
         if not contributors:
             return Explanation(self.plan.agent, section, option, None, None, None, "unset")
         grp = None if group == "DEFAULT" else group
@@ -143,9 +134,7 @@ class Effective:
             value = None
         if isinstance(value, list):
             value = "\n".join(value)
-        loc = self.conf.get_location(name, grp)
-        path = loc.detail if loc is not None else contributors[-1][0]
-        line = next((n for f, n in reversed(contributors) if f == path), None)
+        path, line = contributors[-1]  # plan order: the last assignment wins in oslo
         if value is None:  # interpolation failed: show what the file says
             value = _raw_last(self.plan, group, name)
         return Explanation(self.plan.agent, section, option, value, path, line, "file",
@@ -160,7 +149,7 @@ def _raw_last(plan: Plan, group: str, name: str) -> str | None:
     value = None
     for pf in plan.parsed:
         for sec, keys in pf.sections.items():
-            if _norm_group(sec) == group and name in keys:
+            if norm_group(sec) == group and name in keys:
                 value = keys[name][-1][0]
     return value
 

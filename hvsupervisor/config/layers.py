@@ -1,4 +1,4 @@
-"""The layering rules (DESIGN.md section 3), resolved to an ordered file list.
+"""The layering rules (README.md, "Configuration"), resolved to an ordered file list.
 
 1. A base file in the override dir replaces the default whole (the snap's
    rule): no merging inside a file.
@@ -11,13 +11,20 @@
    ``99-local.conf`` wins over ``50-glance.conf`` in oslo.config, where the
    last parsed file wins.
 
-Files in a conf.d dir that do not end in ``.conf`` are never passed on:
-oslo's ``--config-dir`` would ignore them too, and silently. They are
-returned as ``ignored`` so that ``hvsupervisor check`` can warn by name.
+Which names of a conf.d dir count is oslo.config's own ``--config-dir`` rule,
+exactly (``oslo_selects``; doc/upstream-behaviour.md section 9):
+``sorted(glob.glob(os.path.join(dir, '*.conf')))``. glob's ``*`` never
+matches a leading dot, so ``.30-c.conf`` and an editor's lock link
+``.#50-site.conf`` are skipped, whatever they point to; the match is case
+sensitive. Every other name is returned as ``ignored`` so that
+``hvsupervisor check`` can warn by name. A selected name that is a dangling
+link or a directory is an error, as it is for oslo (ENOENT: "Failed to find
+some config files"; a directory: EISDIR).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import stat
 from collections.abc import Sequence
@@ -94,6 +101,14 @@ def _snippet_masked(path: Path) -> bool:
     return st.st_size == 0
 
 
+def oslo_selects(name: str) -> bool:
+    """True when oslo's ``glob('<dir>/*.conf')`` would list ``name``.
+
+    The one rule used by plan, reload (both through ``resolve``) and ``check``.
+    """
+    return not name.startswith(".") and fnmatch.fnmatchcase(name, "*.conf")
+
+
 def _pick(rel: str, defaults_dir: Path, override_dir: Path) -> LayerFile | None:
     over = override_dir / rel
     if over.exists() or over.is_symlink():
@@ -114,9 +129,9 @@ def _snippet_names(layer_dir: Path, ignored: list[Path]) -> dict[str, Path]:
         raise ConfigError(f"cannot list conf.d dir: {exc.strerror}", layer_dir) from None
     for entry in entries:
         p = Path(entry.path)
-        if entry.name.endswith(".conf"):
+        if oslo_selects(entry.name):
             names[entry.name] = p
-        elif not entry.name.startswith("."):
+        else:
             ignored.append(p)
     return names
 

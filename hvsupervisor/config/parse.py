@@ -17,12 +17,19 @@ from oslo_config import cfg, iniparser
 from hvsupervisor.config.errors import ConfigError
 
 
+def norm_group(section: str) -> str:
+    """oslo.config folds every section name but DEFAULT to lower case."""
+    return "DEFAULT" if section.upper() == "DEFAULT" else section.lower()
+
+
 @dataclass
 class ParsedFile:
     """The sections of one file: {section: {key: [(value, line), ...]}}."""
 
     path: Path
     sections: dict[str, dict[str, list[tuple[str, int]]]] = field(default_factory=dict)
+    # The line of each section's first header in this file.
+    section_lines: dict[str, int] = field(default_factory=dict)
 
     def line_of(self, section: str, key: str) -> int | None:
         """Line of the last assignment of ``key`` in ``section`` (the one oslo uses)."""
@@ -53,6 +60,7 @@ class _LineParser(cfg.ConfigParser):
     def new_section(self, section: str) -> None:
         super().new_section(section)
         self._parsed.sections.setdefault(section, {})
+        self._parsed.section_lines.setdefault(section, self.lineno)
 
 
 def parse_file(path: Path, data: bytes | None = None) -> ParsedFile:
@@ -66,7 +74,11 @@ def parse_file(path: Path, data: bytes | None = None) -> ParsedFile:
             # Same parser, fed the bytes we already hashed for the digest.
             iniparser.BaseParser.parse(parser, data.decode("utf-8").splitlines())
     except iniparser.ParseError as exc:
-        raise ConfigError(f"{exc.msg}: {exc.line!r}", path, exc.lineno) from None
+        # Never echo the line: "password S3cretPass" (a missing '=') would put
+        # the secret into stderr, the log, STATUS= and `status`.
+        where = f" in section [{parser.section}]" if parser.section else ""
+        raise ConfigError(f"{exc.msg.rstrip('.')}{where} (line not shown: it may hold a "
+                          "secret)", path, exc.lineno) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text ({exc.reason})", path) from None
     except OSError as exc:

@@ -23,7 +23,9 @@ from hvsupervisor import paths
 from hvsupervisor.config import layers
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.parse import ParsedFile, parse_file
-from hvsupervisor.config.settings import AgentSpec, ReadyRule, Settings
+from hvsupervisor.config.settings import AgentSpec, ReadyRule, Settings, service_of
+from hvsupervisor.privsep import planning as privsep_planning
+from hvsupervisor.privsep.identity import Identity
 from hvsupervisor.systemd.journal import journal_available
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -50,6 +52,15 @@ class Plan:
     # nothing the running daemon sees.
     directories: tuple[str, ...] = ()
     parsed: tuple[ParsedFile, ...] = field(default=(), compare=False, repr=False)
+    # Who the agent runs as (None: root) and what its privsep broker allows;
+    # ``supplied`` are the env keys the supervisor adds (privsep/planning.py).
+    identity: Identity | None = None
+    privsep_contexts: tuple[str, ...] = ()
+    root_helper: bool = False
+    supplied: tuple[str, ...] = ()
+    # Which catalog file:line set each env var (merged over [agent_defaults]).
+    env_origin: Mapping[str, tuple[str, int]] = field(default_factory=dict, compare=False,
+                                                      repr=False)
 
     def to_json(self) -> dict:
         return {
@@ -58,6 +69,8 @@ class Plan:
             "env": dict(self.env),
             "files": [{"path": f.path, "layer": f.layer} for f in self.files],
             "digest": self.digest,
+            "user": self.identity.describe() if self.identity else "root",
+            "supplied_by_supervisor": list(self.supplied),
         }
 
 
@@ -139,18 +152,40 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         "run_dir": str(settings.run_dir),
         "agent": spec.name,
         "bindir": str(bindir),
+        **({"service": svc} if (svc := service_of(spec.config_files)) else {}),
         "config_files": ";".join(f.path for f in files),
         # Whether agents' stdout/stderr reach the journal: then oslo.log may
         # write there too without doubling lines in the file log.
         "use_stderr": "true" if journal_available(settings.supervisor.journal_socket) else "false",
     }
-    command = [_substitute(a, values, spec.name, "command") for a in spec.command]
+    where = {option: (path, line) for option, path, line in spec.origins}
+
+    def sub(text: str, what: str) -> str:
+        try:
+            return _substitute(text, values, spec.name, what)
+        except ConfigError as exc:  # name the catalog line that holds the placeholder
+            path, line = where.get(what, (None, None))
+            raise ConfigError(exc.reason, path, line) from None
+
+    command = [sub(a, "command") for a in spec.command]
     command[0] = _resolve_command(command[0], bindir)
     argv = list(command)
     for f in files:
         argv += ["--config-file", f.path]
-    env = {k: _substitute(v, values, spec.name, "environment") for k, v in spec.environment}
-    ready = ReadyRule.parse(_substitute(spec.ready, values, spec.name, "ready"))
+    origin = {k: (path, line) for k, path, line in spec.env_origin}
+    env = {}
+    for k, v in spec.environment:
+        try:
+            env[k] = _substitute(v, values, spec.name, "environment")
+        except ConfigError as exc:
+            path, line = origin.get(k, (None, None))  # the catalog line that set k
+            raise ConfigError(exc.reason, path, line) from None
+    ident = privsep_planning.resolve_identity(settings, spec)
+    supplied = privsep_planning.supplied_env(spec, ident, bindir, settings.run_dir)
+    env.update(supplied)
+    if ident is not None:  # a changed uid/gid/groups restarts the agent
+        blobs = [*blobs, ident.key().encode()]
+    ready = ReadyRule.parse(sub(spec.ready, "ready"))
     return Plan(
         agent=spec.name,
         argv=tuple(argv),
@@ -161,9 +196,13 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         after=spec.after,
         host_gates=spec.host_gates,
         stop_timeout=spec.stop_timeout,
-        directories=tuple(_substitute(d, values, spec.name, "directories")
-                          for d in spec.directories),
+        directories=tuple(sub(d, "directories") for d in spec.directories),
         parsed=tuple(parsed),
+        identity=ident,
+        privsep_contexts=tuple(ctx for ctx, _section in spec.privsep_contexts),
+        root_helper=spec.root_helper,
+        supplied=tuple(sorted(supplied)),
+        env_origin=origin,
     )
 
 

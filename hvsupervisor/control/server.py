@@ -28,6 +28,7 @@ import resource
 import socket
 from pathlib import Path
 
+from hvsupervisor.lifecycle import OPERATOR_VERBS
 from hvsupervisor.supervisor import ShuttingDown
 
 LOG = logging.getLogger("hvsupervisor.control")
@@ -35,7 +36,7 @@ LOG = logging.getLogger("hvsupervisor.control")
 MAX_REQUEST = 64 * 1024
 MAX_CLIENTS = 64
 REQUEST_TIMEOUT = 5.0
-VERBS = ("status", "reload", "start", "stop", "restart")
+VERBS = ("status", "reload", *OPERATOR_VERBS)
 
 
 def _busy(conn: socket.socket, cap: int) -> None:
@@ -67,7 +68,7 @@ def parse_request(line: bytes, known_agents: list[str]) -> dict:
     cmd = request.get("cmd")
     if cmd not in VERBS:
         raise BadRequest(f"unknown command {cmd!r} (known: {', '.join(VERBS)})")
-    if cmd in ("start", "stop", "restart"):
+    if cmd in OPERATOR_VERBS:
         names = request.get("agents")
         if names is None:
             names = []
@@ -230,7 +231,7 @@ class ControlServer:
         sup = self.supervisor
         cmd = request["cmd"]
         if cmd == "status":
-            return {"ok": True, **sup.status_json()}
+            return {"ok": True, **sup.node_status().to_primitive()}
         if cmd == "reload":
             return await sup.reload()
         names = request["agents"]

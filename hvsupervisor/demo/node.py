@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvsupervisor import paths, run_cmd
+from hvsupervisor import paths, rundir
 from hvsupervisor.config.errors import EX_CONFIG, ConfigError
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings
@@ -43,33 +43,16 @@ class Layout:
 
     root: Path
 
-    @property
-    def override(self) -> Path:
-        return self.root / "override"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "log"
-
-    @property
-    def run(self) -> Path:
-        return self.root / "run"
-
-    @property
-    def ovs(self) -> Path:
-        return self.root / "ovs"
-
-    @property
-    def rabbit(self) -> Path:
-        return self.root / "rabbit"
+    override = property(lambda self: self.root / "override")
+    state = property(lambda self: self.root / "state")
+    log = property(lambda self: self.root / "log")
+    run = property(lambda self: self.root / "run")
+    ovs = property(lambda self: self.root / "ovs")
+    rabbit = property(lambda self: self.root / "rabbit")
 
     @property
     def control_socket(self) -> Path:
-        return self.run / run_cmd.CONTROL_NAME
+        return self.run / rundir.CONTROL_NAME
 
     def prepare(self) -> None:
         """Fresh run-time dirs (a killed earlier run may have left sockets); keep logs/state."""
@@ -220,17 +203,17 @@ def run(demo_dir: Path, defaults_dir: Path | None = None) -> int:
         return 1
     t0 = time.monotonic()
     layout = Layout(demo_dir.resolve())
-    problem = run_cmd.socket_path_problem(layout.run, SIX_AGENTS)
+    problem = rundir.socket_path_problem(layout.run, SIX_AGENTS)
     if problem:
         print(f"hvsupervisor demo: {problem}; pick a shorter HVSUP_DEMO_DIR", file=sys.stderr)
         return 1
     layout.root.mkdir(mode=0o750, parents=True, exist_ok=True)
     try:  # before prepare(): it clears the run-time dirs a running demo uses
-        lock_fd = run_cmd.take_lock(layout.root)
-    except run_cmd.AlreadyRunning as exc:
+        lock_fd = rundir.take_lock(layout.root)
+    except rundir.AlreadyRunning as exc:
         print(f"hvsupervisor demo: {exc} (a demo)", file=sys.stderr)
         return 1
-    run_cmd.write_pid(lock_fd)
+    rundir.write_pid(lock_fd)
     defaults = (defaults_dir or paths.defaults_dir()).resolve()
     sig = _Signals()
     sig.install()
@@ -246,7 +229,7 @@ def run(demo_dir: Path, defaults_dir: Path | None = None) -> int:
         ovs = services.start_ovs(ns, layout.ovs, env)
         rabbit = services.start_rabbit(ns, layout.rabbit, RABBIT_PORT, env)
         profile.write_profile(
-            layout.override, layout.state, defaults / paths.CATALOG_NAME, HOST,
+            layout.override, layout.state, HOST,
             f"rabbit://guest:guest@127.0.0.1:{RABBIT_PORT}/", ovs.connection,
             database.connection(layout.state), ovs.env())
         plans = build_plans(load_settings(defaults, layout.override, str(layout.state),

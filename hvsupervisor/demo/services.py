@@ -4,7 +4,7 @@ Why a network namespace: the userspace OVS datapath creates host-global tap
 devices (``br-int``, ``ovs-netdev``), RabbitMQ needs epmd on 4369, and the
 agents bind well-known ports (6633, 8775). Inside a fresh namespace none of
 these collide with the host or a second demo, and whatever is left behind is
-found by ``ip netns pids`` (DESIGN.md section 8: userspace datapath only,
+found by ``ip netns pids`` (doc/upstream-behaviour.md section 11: userspace datapath only,
 RabbitMQ with ``ERL_EPMD_ADDRESS=127.0.0.1`` on loopback).
 
 Every daemon runs in its own session, so a Ctrl-C on the terminal reaches

@@ -14,13 +14,14 @@ libvirtd is noticed through EOF. A *hung* libvirtd is only noticed with
 ``keepalive=(interval, count)``.
 
 libvirt-python is optional: it is imported lazily, and without it the gate
-reports "libvirt-python not installed".
+reports NOT_INSTALLED.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sys
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Coroutine
@@ -51,6 +52,14 @@ def libvirt_uri(lookup: Lookup) -> str:
         return explicit
     virt_type = (lookup("libvirt", "virt_type") or "kvm").strip().lower()
     return _URI_BY_VIRT_TYPE.get(virt_type, DEFAULT_URI)
+
+
+# What the gate and ``check`` say when libvirt-python is absent: the module
+# name, the interpreter that looked for it, and the install line that adds it.
+NOT_INSTALLED = (
+    "libvirt-python not installed: python module 'libvirt' not importable by "
+    f"{sys.executable} (pip install 'hvsupervisor[libvirt]')"
+)
 
 
 def _import_libvirt() -> Any | None:
@@ -156,11 +165,9 @@ class LibvirtGate(RetryingGate):
         uri: str,
         *,
         keepalive: tuple[int, int] | None = None,
-        initial_delay: float = 0.05,
-        max_delay: float = 0.5,
         probe_timeout: float = 30.0,
     ) -> None:
-        super().__init__("libvirt", initial_delay, max_delay)
+        super().__init__("libvirt")
         self.uri = uri
         self._keepalive = keepalive
         self._probe_timeout = probe_timeout
@@ -177,7 +184,7 @@ class LibvirtGate(RetryingGate):
         """
         libvirt = _import_libvirt()
         if libvirt is None:
-            return GateStatus("libvirt", False, "libvirt-python not installed", {"uri": self.uri})
+            return GateStatus("libvirt", False, NOT_INSTALLED, {"uri": self.uri})
         events = _EventThread.running()
         if events is not None:
             future = events.submit(self._probe_async(libvirt))
@@ -223,7 +230,7 @@ class LibvirtGate(RetryingGate):
             # Nothing will ever change without a restart of the supervisor.
             self._on_change = on_change
             self._emit(
-                GateStatus("libvirt", False, "libvirt-python not installed", {"uri": self.uri})
+                GateStatus("libvirt", False, NOT_INSTALLED, {"uri": self.uri})
             )
             return
         await super().start(on_change)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import fnmatch
 import grp
-import json
 import os
 import secrets
 import shutil
@@ -22,6 +20,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
+from hvsupervisor.config import layers
 from hvsupervisor.host.libvirt import LibvirtGate
 from hvsupervisor.host.ovsdb import OvsdbGate
 
@@ -70,7 +69,7 @@ def check_kvm(device: str = KVM_DEVICE) -> CheckRow:
     except KeyError:
         group = str(st.st_gid)
     if not (group == "kvm" and mode & 0o060 == 0o060):
-        # DESIGN.md section 8: without this libvirtd re-probes qemu on every start.
+        # doc/upstream-behaviour.md section 11: without this libvirtd re-probes qemu on every start.
         return CheckRow(
             "kvm", "warn",
             f"{device} is group {group} mode {mode:04o}: the qemu user cannot use it and "
@@ -140,29 +139,57 @@ def check_dir(label: str, path: str) -> CheckRow:
 
 
 def ignored_conf_files(directory: str) -> list[str]:
-    """Entries oslo.config skips: it reads only ``glob('<dir>/*.conf')``.
-
-    (oslo_config/cfg.py uses ``glob.glob(os.path.join(dir, '*.conf'))``, which
-    also skips dot-files and, of course, anything not ending in ``.conf``.)
-    """
+    """Entries oslo.config skips, by the very rule plan and reload use
+    (``layers.oslo_selects``: oslo's ``glob('<dir>/*.conf')``)."""
     try:
         names = sorted(os.listdir(directory))
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return [
-        n for n in names
-        if n.startswith(".") or not fnmatch.fnmatchcase(n, "*.conf")
-        or not os.path.isfile(os.path.join(directory, n))
-    ]
+    return [n for n in names if not layers.oslo_selects(n)]
 
 
 def check_confd(directory: str) -> list[CheckRow]:
-    """One warn row per file in a conf.d dir that oslo.config would not read."""
+    """One warn row per entry in a conf.d dir that oslo.config would not read."""
     rows = []
     for n in ignored_conf_files(directory):
         path = os.path.join(directory, n)
-        why = "a directory" if os.path.isdir(path) else "not *.conf"
+        why = "a dotfile" if n.startswith(".") else "not *.conf"
         rows.append(CheckRow("conf.d", "warn", f"{path} is ignored by oslo.config ({why})"))
+    return rows
+
+
+DB_OPTIONS = ("database", "api_database")
+
+
+def check_nova_db(metadata: dict[str, str | None] | None,
+                  compute: dict[str, str | None] | None) -> list[CheckRow]:
+    """Database credentials reach only the agent that needs them.
+
+    Each argument maps ``database``/``api_database`` to where its
+    ``connection`` is set in that agent's effective config ("file:line"), or
+    None; an agent not enabled is None. nova-api-metadata cannot boot without
+    one (nova's ``raise_if_old_compute``: "No sql_connection parameter is
+    established"); nova-compute must not have either (compute reaches the DB
+    only through nova-conductor). Values are never shown: they hold passwords.
+    """
+    rows = []
+    if metadata is not None:
+        found = [f"[{s}] connection ({w})" for s in DB_OPTIONS if (w := metadata.get(s))]
+        if found:
+            rows.append(CheckRow("nova db", "ok", "nova-api-metadata has " + ", ".join(found)))
+        else:
+            rows.append(CheckRow(
+                "nova db", "fail",
+                "nova-api-metadata has no [database] or [api_database] connection: it "
+                "cannot start; put them in nova/nova-api-metadata.conf.d/50-db.conf "
+                "(read by that agent only)"))
+    if compute is not None:
+        found = [f"[{s}] connection ({w})" for s in DB_OPTIONS if (w := compute.get(s))]
+        if found:
+            rows.append(CheckRow(
+                "nova-compute db", "warn",
+                "nova-compute's config carries " + ", ".join(found) + ": compute needs no "
+                "database credentials; move them to nova/nova-api-metadata.conf.d"))
     return rows
 
 
@@ -200,18 +227,3 @@ def run_checks(
 def all_ok(rows: Iterable[CheckRow]) -> bool:
     """``check`` exits non-zero iff some row failed (warnings pass)."""
     return all(r.status != "fail" for r in rows)
-
-
-def render_table(rows: Sequence[CheckRow]) -> str:
-    """A fixed-width table: CHECK  STATUS  DETAIL."""
-    width = max([len("CHECK"), *(len(r.name) for r in rows)])
-    lines = [f"{'CHECK':<{width}}  STATUS  DETAIL"]
-    lines += [f"{r.name:<{width}}  {r.status.upper():<6}  {r.detail}" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def render_json(rows: Sequence[CheckRow]) -> str:
-    """``{"ok": bool, "checks": [{"name", "status", "detail"}]}``."""
-    return json.dumps(
-        {"ok": all_ok(rows), "checks": [dataclasses.asdict(r) for r in rows]}, indent=2
-    ) + "\n"

@@ -15,13 +15,9 @@ import asyncio
 import logging
 
 from hvsupervisor.host.gate import Gate, GateStatus, OnChange
+from hvsupervisor.policy import next_delay
 
 LOG = logging.getLogger(__name__)
-
-
-def next_delay(delay: float, initial: float, cap: float) -> float:
-    """Double ``delay`` (starting at ``initial``), never above ``cap``."""
-    return min(cap, max(initial, delay * 2))
 
 
 class RetryingGate(Gate):

@@ -8,7 +8,7 @@
   with MONOTONIC_USEC, STOPPING, WATCHDOG), a no-op without ``NOTIFY_SOCKET``.
 
 Field semantics: sd_notify(3) (systemd ``man/sd_notify.xml``); see
-shared/research/supervisor_anchors.md section 1.2.
+doc/upstream-behaviour.md section 10.
 """
 
 from __future__ import annotations

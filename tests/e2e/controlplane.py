@@ -7,7 +7,7 @@ collide with another helper or the host, and everything left behind is found
 by ``ip netns pids``. Tests talk to the services from the root namespace
 through files (sqlite, unix sockets) or ``ip netns exec NS curl``.
 
-Recipe (shared/research/upstream_agents.md, addendum): RabbitMQ with its own
+Recipe (doc/upstream-behaviour.md section 8): RabbitMQ with its own
 epmd, nova DBs on sqlite, Placement with noauth2, nova-conductor,
 neutron-rpc-server + the neutron API app (noauth, ML2/openvswitch) on a
 schema built from neutron's models then ``neutron-db-manage stamp heads``.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -33,9 +32,12 @@ from hvsupervisor.demo.profile import write_ini
 from hvsupervisor.demo.services import Netns, Proc
 from tests import util
 
-VENV = Path(os.environ.get("HVSUP_UPSTREAM_VENV", "/work/venv-os"))
-BIN = VENV / "bin"
-PY = BIN / "python"
+# The interpreter running the tests is the one with nova, neutron and placement
+# (tox's e2e env): its prefix holds their console scripts and shipped etc/.
+# No path of one machine: whatever venv runs pytest is the upstream venv.
+VENV = Path(sys.prefix)
+BIN = Path(sys.executable).parent
+PY = Path(sys.executable)
 NODE_HOST = "e2e-node"
 
 
@@ -315,11 +317,14 @@ def node_snippets(cp: ControlPlane, override: Path) -> None:
     write_ini(override / "nova" / "nova.conf.d" / "50-e2e.conf", {
         "DEFAULT": {"host": NODE_HOST, "transport_url": cp.transport_url,
                     "compute_driver": "fake.PredictableNodeUUIDDriver"},
-        "database": {"connection": f"sqlite:///{cp.nova_db}"},
-        "api_database": {"connection": f"sqlite:///{cp.nova_api_db}"},
         "placement": placement_client(cp),
         "os_vif_ovs": {"ovsdb_connection": f"unix:{cp.ovsdb_sock}"},
         "libvirt": {"virt_type": "qemu"},
+    })
+    # The shipped layout: database credentials only where nova-api-metadata reads them.
+    write_ini(override / "nova" / "nova-api-metadata.conf.d" / "50-e2e.conf", {
+        "database": {"connection": f"sqlite:///{cp.nova_db}"},
+        "api_database": {"connection": f"sqlite:///{cp.nova_api_db}"},
     })
     write_ini(override / "neutron" / "neutron.conf.d" / "50-e2e.conf", {
         "DEFAULT": {"host": NODE_HOST, "transport_url": cp.transport_url},

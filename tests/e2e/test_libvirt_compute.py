@@ -9,7 +9,7 @@ libvirtd runs in the root netns; its unix socket is a file, so the
 ``qemu+unix:///system?socket=...`` URI works from inside the netns.
 
 Deviations from the shipped nova.conf, both because of this machine, not of
-the driver: ``virt_type = qemu`` (no usable KVM here, DESIGN.md section 8)
+the driver: ``virt_type = qemu`` (no usable KVM here, doc/upstream-behaviour.md section 11)
 and ``connection_uri`` (the private libvirtd instead of the host's).
 """
 

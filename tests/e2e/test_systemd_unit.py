@@ -6,8 +6,7 @@ snippets. Each is driven here against a real systemd, not a fake.
 1. A smoke test with a tiny Python Type=notify unit proves the harness itself.
 2. The shipped hvsupervisor.service with a stand-in main process (systemd semantics of the unit
    as written: dependencies, cleanup once per boot, directories, the watchdog, KillMode=mixed).
-3. The shipped unit running the real `hvsupervisor run` with stand-in agents (tests/standin.py):
-   skipped until the CLI has `run`.
+3. The shipped unit running the real `hvsupervisor run` with stand-in agents (tests/standin.py).
 """
 
 from __future__ import annotations
@@ -338,6 +337,7 @@ enabled_agents = alpha,beta
 
 [supervisor]
 ready_timeout = 30
+metrics_textfile =
 
 [agent:alpha]
 command = {{bindir}}/python {standin} --ready-after 0.3 --print '{ALPHA_HELLO}'

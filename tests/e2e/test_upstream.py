@@ -1,7 +1,7 @@
 """The real upstream daemons (nova 34, neutron 29) under hvsupervisor's defaults.
 
 Each agent runs with the argv and environment of its plan (shipped etc/ +
-the proposed catalog + e2e site snippets in the override dir) against a
+the shipped catalog + e2e site snippets in the override dir) against a
 minimal control plane in a private netns (tests/e2e/controlplane.py). The
 only deviations from the shipped defaults are site values and what this
 machine cannot provide: no /dev/kvm, no OVS kernel module, no kernel
@@ -155,7 +155,7 @@ def test_nova_compute_restart_keeps_its_node_identity(upstream_controlplane, ups
 
 def test_cleanup_commands_use_the_resolved_config(upstream_controlplane, upstream_node,
                                                   capsys):
-    from hvsupervisor import cleanup
+    from hvsupervisor.cmd import cleanup
 
     cp, node = upstream_controlplane, upstream_node
     assert cleanup.main_ovs(["--dry-run", *node.cli_dirs()]) == 0

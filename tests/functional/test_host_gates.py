@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from hvsupervisor.cmd.check import check_table
 from hvsupervisor.host import preflight
 from hvsupervisor.host.libvirt import LibvirtGate
 from hvsupervisor.host.ovsdb import OvsdbGate
@@ -188,7 +189,7 @@ def test_check_rows_fail_precisely_for_each_fault(libvirtd, ovs_server, tmp_path
         return preflight.run_checks(**kw)
 
     healthy = run(netns=True)
-    assert failing(healthy) == set(), preflight.render_table(healthy)
+    assert failing(healthy) == set(), check_table(healthy)
     assert [r.name for r in healthy] == ["libvirt", "kvm", "ovsdb", "bridges", "netns",
                                          "dir state_dir"]
     assert preflight.all_ok(healthy)

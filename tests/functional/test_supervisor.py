@@ -218,9 +218,18 @@ def test_status_json_contract_and_table(node):
     node.start()
     data = json_out(node.hv("status", "--format", "json"))
     assert data["ready"] is True
-    assert list(data["agents"][0]) == ["name", "state", "pid", "ready", "restarts", "last_exit"]
+    # The JSON carries every column of the table, and the STATUS= line.
+    assert data["status"] == "1/1 ready"
+    assert list(data["agents"][0]) == ["name", "state", "ready", "reason", "last_exit",
+                                       "degraded", "pid", "restarts", "digest", "argv",
+                                       "ready_rule", "health"]
+    assert data["control_plane"] == "unknown"  # no rpc agent: no bus probed
     table = node.hv("status")
     assert "1/1 ready" in table.stdout and "a " in table.stdout
+    assert table.stdout.splitlines()[1] == "control_plane: unknown"
+    assert table.stdout.splitlines()[2].split() == [
+        "agent", "state", "pid", "ready", "health", "last", "probe", "restarts", "last",
+        "exit", "reason", "last", "probe", "error"]
 
 
 def test_control_socket_is_private(node):

@@ -14,7 +14,8 @@ def test_plan_json_contract(layout):
     out = hv(layout, "config", "plan", "alpha", "--format", "json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert set(data) == {"agent", "argv", "env", "files", "digest"}
+    assert set(data) == {"agent", "argv", "env", "env_origin", "files", "digest", "user",
+                         "supplied_by_supervisor"}
     assert data["agent"] == "alpha"
     assert data["files"] == [
         {"path": str(layout.defaults / "svc/svc.conf"), "layer": "defaults"},

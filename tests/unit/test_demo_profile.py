@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _write(tmp_path: Path) -> tuple[Path, Path]:
     override, state = tmp_path / "override", tmp_path / "state"
-    profile.write_profile(override, state, REPO / "etc" / "hvsupervisor.conf", "demo-host",
+    profile.write_profile(override, state, "demo-host",
                           "rabbit://guest:guest@127.0.0.1:5672/", "unix:/x/db.sock",
                           "sqlite:////x/nova.sqlite", {"OVS_RUNDIR": "/x"})
     return override, state
@@ -29,7 +29,7 @@ def test_catalog_snippet_adds_ovs_rundir_and_drops_the_libvirt_gate(tmp_path):
     for name, spec in settings.agents.items():
         env = dict(spec.environment)
         assert env["OVS_RUNDIR"] == "/x", name
-        # The shipped variables are kept: the DictOpt is replaced whole by the snippet.
+        # The shipped variables are kept: [agent_defaults] environment merges key by key.
         assert dict(shipped.agents[name].environment).items() <= env.items(), name
     assert settings.agents["nova-compute"].host_gates == ()
     assert shipped.agents["nova-compute"].host_gates == ("libvirt",)
@@ -47,3 +47,22 @@ def test_snippets_set_the_fake_driver_netdev_and_noop_firewall(tmp_path):
     neutron = (override / "neutron" / "neutron.conf.d" / profile.SNIPPET).read_text()
     assert "compute_driver = fake.PredictableNodeUUIDDriver" in nova
     assert "datapath_type = netdev" in neutron and "firewall_driver = noop" in neutron
+
+
+def test_catalog_env_snippet_is_one_line(tmp_path):
+    p = profile.catalog_env_snippet(tmp_path / "x.conf", {"OVS_RUNDIR": "/x"})
+    lines = [line for line in p.read_text().splitlines() if line and not line.startswith("[")]
+    assert lines == ["environment = OVS_RUNDIR:/x"]
+
+
+def test_database_only_in_the_metadata_agents_own_dir(tmp_path):
+    from hvsupervisor.config.explain import effective
+    from hvsupervisor.config.plan import build_plans
+
+    override, state = _write(tmp_path)
+    plans = build_plans(load_settings(REPO / "etc", override, str(state),
+                                      str(tmp_path / "log"), str(tmp_path / "run")))
+    meta = effective(plans["nova-api-metadata"]).explain("database", "connection")
+    assert meta.value == "sqlite:////x/nova.sqlite"
+    assert "nova-api-metadata.conf.d" in meta.file
+    assert effective(plans["nova-compute"]).explain("database", "connection").value is None

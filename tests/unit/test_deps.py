@@ -4,7 +4,7 @@ import pytest
 
 from hvsupervisor.deps import DependencyError, deps_ready, start_order, stop_order
 
-# The shipped catalog's dependencies (DESIGN.md section 2).
+# The shipped catalog's dependencies (etc/hvsupervisor.conf, `after =`).
 CATALOG = {
     "nova-compute": [],
     "nova-api-metadata": [],

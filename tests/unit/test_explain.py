@@ -47,7 +47,9 @@ def test_environment_from_plan_beats_files(layout):
     cat.write_text(cat.read_text().replace(
         "ready = alive:1", "ready = alive:1\nenvironment = OS_DEFAULT__DEBUG:true"))
     e = _exp(layout, "DEFAULT", "debug")
-    assert (e.value, e.source, e.file) == ("true", "environment", None)
+    # The catalog line that put OS_DEFAULT__DEBUG into the plan is named.
+    line = cat.read_text().splitlines().index("environment = OS_DEFAULT__DEBUG:true") + 1
+    assert (e.value, e.source, e.file, e.line) == ("true", "environment", str(cat), line)
 
 
 def test_section_names_case_insensitive_like_oslo(layout):
@@ -63,3 +65,41 @@ def test_masking():
     assert mask_value("password", "hunter2") == "****"
     assert mask_value("metadata_proxy_shared_secret", "abc") == "****"
     assert mask_value("debug", "true") == "true"
+
+
+def test_oslo_get_location_names_the_last_parsed_file_we_do_not(layout):
+    """oslo.config 10.7's get_location() names the last parsed file, not the one
+    that set the value: the library's wrong answer, and our parse's right one."""
+    base = layout.defaults / "svc/svc.conf"
+    base.write_text("[DEFAULT]\n\nb = one\n")
+    last = layout.write("override", "svc/svc.conf.d/90-other.conf", "[DEFAULT]\nc = two\n")
+    s = layout.settings()
+    eff = effective(build_plan(s, s.agents["beta"]))
+    assert eff.conf.get_location("b").detail == str(last)  # oslo: wrong file
+    e = eff.explain("DEFAULT", "b")
+    assert (e.value, e.file, e.line) == ("one", str(base), 3)
+
+
+def test_value_in_override_that_replaces_a_default(layout):
+    layout.write("defaults", "svc/svc.conf", "[DEFAULT]\ndebug = false\nx = 1\n")
+    over = layout.write("override", "svc/svc.conf", "[DEFAULT]\n#\n#\ndebug = true\n")
+    layout.write("defaults", "svc/svc.conf.d/50-z.conf", "[other]\ny = 2\n")
+    e = _exp(layout, "DEFAULT", "debug")
+    assert (e.value, e.file, e.line) == ("true", str(over), 4)
+    assert _exp(layout, "DEFAULT", "x").source == "unset"  # replaced whole, not merged
+
+
+def test_value_beside_a_masked_snippet(layout):
+    layout.write("defaults", "svc/svc.conf.d/50-site.conf", "[DEFAULT]\ndebug = masked\n")
+    layout.write("override", "svc/svc.conf.d/50-site.conf", "")  # masks it
+    later = layout.write("defaults", "svc/svc.conf.d/60-later.conf", "[x]\ny = 1\n")
+    e = _exp(layout, "DEFAULT", "debug")
+    assert (e.value, e.file, e.line) == ("false", str(layout.defaults / "svc/svc.conf"), 2)
+    assert str(later) != e.file
+
+
+def test_winner_in_a_middle_snippet(layout):
+    mid = layout.write("defaults", "svc/svc.conf.d/50-a.conf", "[DEFAULT]\n\ndebug = mid\n")
+    layout.write("override", "svc/svc.conf.d/90-b.conf", "[DEFAULT]\nother = 1\n")
+    e = _exp(layout, "DEFAULT", "debug")
+    assert (e.value, e.file, e.line) == ("mid", str(mid), 3)

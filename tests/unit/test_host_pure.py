@@ -2,16 +2,17 @@
 parsing, check rows and their rendering, the watch loop's dedup and backoff."""
 
 import asyncio
-import json
 import os
 
 import pytest
 
+from hvsupervisor.cmd.check import check_json, check_table
 from hvsupervisor.host import preflight
 from hvsupervisor.host.gate import GateStatus
 from hvsupervisor.host.libvirt import libvirt_uri, parse_capabilities
 from hvsupervisor.host.ovsdb import SettingsError, ovsdb_settings, parse_bridge_mappings
-from hvsupervisor.host.watch import RetryingGate, next_delay
+from hvsupervisor.host.watch import RetryingGate
+from hvsupervisor.policy import next_delay
 
 
 def lookup_from(values):
@@ -82,18 +83,18 @@ def test_render_table_and_json():
     rows = [preflight.CheckRow("libvirt", "ok", "libvirt qemu:///system: QEMU 7.2.0"),
             preflight.CheckRow("bridges", "fail", "missing bridge br-ex"),
             preflight.CheckRow("kvm", "warn", "/dev/kvm absent")]
-    table = preflight.render_table(rows)
-    assert table.splitlines() == [
-        "CHECK    STATUS  DETAIL",
+    assert check_table(rows).splitlines() == [
+        "check    status  detail",
+        "-------  ------  ----------------------------------",
         "libvirt  OK      libvirt qemu:///system: QEMU 7.2.0",
         "bridges  FAIL    missing bridge br-ex",
         "kvm      WARN    /dev/kvm absent",
     ]
-    doc = json.loads(preflight.render_json(rows))
+    doc = check_json(rows)
     assert doc["ok"] is False
     assert doc["checks"][1] == {"name": "bridges", "status": "fail",
                                 "detail": "missing bridge br-ex"}
-    assert json.loads(preflight.render_json(rows[::2]))["ok"] is True
+    assert check_json(rows[::2])["ok"] is True
 
 
 def test_check_dir_rows(tmp_path):
@@ -116,9 +117,11 @@ def test_check_dir_rows(tmp_path):
 def test_confd_warns_for_each_file_oslo_ignores(tmp_path):
     for name in ("10-a.conf", "20-b.conf~", ".30-c.conf", "README", "40-d.ini"):
         (tmp_path / name).write_text("[DEFAULT]\n")
+    # A directory named *.conf is not ignored by oslo (glob lists it, then
+    # reading it fails): the plan refuses it, so it is the config row's, not this one's.
     (tmp_path / "sub.conf").mkdir()
     assert preflight.ignored_conf_files(str(tmp_path)) == [
-        ".30-c.conf", "20-b.conf~", "40-d.ini", "README", "sub.conf"]
+        ".30-c.conf", "20-b.conf~", "40-d.ini", "README"]
     rows = preflight.check_confd(str(tmp_path))
     assert {r.status for r in rows} == {"warn"}
     assert any(str(tmp_path / "README") in r.detail for r in rows)
@@ -192,11 +195,12 @@ def test_libvirt_gate_without_libvirt_python(monkeypatch):
     # Simulates a host without libvirt-python (this dev venv has it installed).
     import sys
 
-    from hvsupervisor.host.libvirt import LibvirtGate
+    from hvsupervisor.host.libvirt import NOT_INSTALLED, LibvirtGate
 
     monkeypatch.setitem(sys.modules, "libvirt", None)
     gate = LibvirtGate("qemu:///system")
-    assert gate.probe().reason == "libvirt-python not installed"
+    assert gate.probe().reason == NOT_INSTALLED
+    assert "'libvirt'" in NOT_INSTALLED and "hvsupervisor[libvirt]" in NOT_INSTALLED
     seen = []
 
     async def watch():
@@ -204,4 +208,26 @@ def test_libvirt_gate_without_libvirt_python(monkeypatch):
         await gate.stop()
 
     asyncio.run(watch())
-    assert [(s.open, s.reason) for s in seen] == [(False, "libvirt-python not installed")]
+    assert [(s.open, s.reason) for s in seen] == [(False, NOT_INSTALLED)]
+
+
+def test_ovs_loads_without_importing_eventlet(tmp_path):
+    """ovs.poller probes eventlet on import (0.45 s beside neutron): the gate blocks it.
+
+    A stand-in ``eventlet`` package on the path records being imported, as the
+    real one installed beside neutron would be."""
+    import subprocess
+    import sys
+
+    fake = tmp_path / "eventlet"
+    fake.mkdir()
+    marker = tmp_path / "eventlet-imported"
+    (fake / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    code = ("import sys\nfrom hvsupervisor.host import ovsdb\n"
+            "ovsdb._import_ovs_without_green_threads()\nimport ovs.db.idl\n"
+            "print('ovs.poller' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert (out.returncode, out.stdout.split()) == (0, ["True"]), out.stderr
+    assert not marker.exists()

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from hvsupervisor import install_units
+from hvsupervisor.cmd import install_units
 
 
 def test_venv_install_gets_dropins_that_systemd_accepts(tmp_path):

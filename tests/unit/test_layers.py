@@ -1,4 +1,4 @@
-"""Every layering rule of DESIGN.md section 3, asserted on the resolved plan."""
+"""Every layering rule of README.md ("Configuration"), asserted on the resolved plan."""
 
 import os
 

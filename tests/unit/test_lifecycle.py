@@ -260,6 +260,7 @@ def test_describe_exit():
     assert describe_exit(-15, None, None) == "signal 15 (SIGTERM)"
     assert describe_exit(None, 200, None) == "signal 200"
     assert describe_exit(None, None, None) == "exited (status unknown)"
+    assert describe_exit(None, 9) == "signal 9 (SIGKILL)"
 
 
 # -- operator requests ----------------------------------------------------------------------

@@ -67,7 +67,7 @@ def test_no_jitter_is_exact():
         ({"restart_sec": -1}, "restart_sec"),
         ({"restart_sec": 5, "restart_max_delay": 1}, "restart_max_delay"),
         ({"restart_steps": -1}, "restart_steps"),
-        ({"jitter": 1.0}, "jitter"),
+        ({"jitter": 1.5}, "jitter"),
         ({"flap_max": -1}, "flap_max"),
         ({"flap_window": 0}, "flap_window"),
         ({"stable_period": -1}, "stable_period"),

@@ -1,10 +1,9 @@
 """Pure parts of the process shell: env scrubbing, exit descriptions, header."""
 
-import signal
 
 import pytest
 
-from hvsupervisor.process import child_env, decode_wait_status, describe_exit
+from hvsupervisor.process import child_env, decode_wait_status
 from hvsupervisor.systemd.journal import stream_header
 
 BASE = {
@@ -52,15 +51,6 @@ def test_child_env_does_not_modify_inputs():
     assert base == BASE
 
 
-def test_describe_exit():
-    assert describe_exit(0, None) == "exit 0"
-    assert describe_exit(1, None) == "exit 1"
-    assert describe_exit(None, 9) == "signal 9 (SIGKILL)"
-    assert describe_exit(None, signal.SIGTERM) == "signal 15 (SIGTERM)"
-    assert describe_exit(None, 99) == "signal 99"
-    assert describe_exit(None, None) == "unknown exit"
-
-
 def test_decode_wait_status():
     assert decode_wait_status(3 << 8) == (3, None)
     assert decode_wait_status(9) == (None, 9)
@@ -76,4 +66,3 @@ def test_stream_header_matches_sd_journal_stream_fd():
 def test_stream_header_rejects_bad_input(ident, prio):
     with pytest.raises(ValueError):
         stream_header(ident, prio)
-

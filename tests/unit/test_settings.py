@@ -45,7 +45,7 @@ def test_unknown_enabled_agent(layout):
 
 def test_bad_ready_rule(layout):
     p, err = _bad(layout, "[agent:alpha]\n\nready = sometimes\n")
-    assert str(err).startswith(f"{p}:3: [agent:alpha] ready = 'sometimes': expected notify")
+    assert str(err).startswith(f"{p}:3: [agent:alpha] ready: invalid value: expected notify")
 
 
 def test_bad_number(layout):
@@ -72,7 +72,7 @@ def test_after_names_disabled_agent(layout):
 
 def test_missing_command(layout):
     p, err = _bad(layout, "[agent:gamma]\nready = notify\n")
-    assert str(err) == f"{p}: [agent:gamma] has no command"
+    assert str(err) == f"{p}:1: [agent:gamma] has no command (nor has [agent_defaults])"
 
 
 def test_unbalanced_quote_in_command(layout):

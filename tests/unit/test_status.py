@@ -1,13 +1,14 @@
 """The STATUS= line: exact strings, ASCII only, bounded length."""
 
+from hvsupervisor.objects.status import AgentStatus
 from hvsupervisor.opts import SIX_AGENTS
-from hvsupervisor.status import MAX_LEN, AgentSnapshot, ascii_clean, summary_line
+from hvsupervisor.status import MAX_LEN, ascii_clean, summary_line
 
 NAMES = SIX_AGENTS
 
 
 def ready(name, **kw):
-    return AgentSnapshot(name=name, state="ready", ready=True, **kw)
+    return AgentStatus(name=name, state="ready", ready=True, **kw)
 
 
 def test_all_ready():
@@ -21,7 +22,7 @@ def test_no_agents():
 def test_failed_agent_with_exit_and_last_line():
     snaps = [ready(n) for n in NAMES if n != "neutron-l3-agent"]
     snaps.append(
-        AgentSnapshot(
+        AgentStatus(
             "neutron-l3-agent", "failed", False,
             reason="exit 1 (ImportError: no module named foo); gave up after 5 failures in 60s",
             last_exit="exit 1 (ImportError: no module named foo)",
@@ -35,10 +36,10 @@ def test_failed_agent_with_exit_and_last_line():
 
 def test_waiting_and_degraded_are_named_failed_first():
     snaps = [
-        AgentSnapshot("nova-compute", "waiting", False,
+        AgentStatus("nova-compute", "waiting", False,
                       reason="libvirt qemu:///system: connection refused"),
         ready("neutron-openvswitch-agent", degraded=True, reason="ovsdb: socket gone"),
-        AgentSnapshot("neutron-dhcp-agent", "failed", False, reason="signal 9 (SIGKILL)"),
+        AgentStatus("neutron-dhcp-agent", "failed", False, reason="signal 9 (SIGKILL)"),
         ready("nova-api-metadata"),
     ]
     assert summary_line(snaps) == (
@@ -49,17 +50,17 @@ def test_waiting_and_degraded_are_named_failed_first():
 
 
 def test_starting_has_no_detail():
-    snaps = [AgentSnapshot("nova-compute", "starting", False), ready("x")]
+    snaps = [AgentStatus("nova-compute", "starting", False), ready("x")]
     assert summary_line(snaps) == "1/2 ready; nova-compute starting"
 
 
 def test_failed_without_reason_falls_back_to_last_exit():
-    snap = AgentSnapshot("a", "failed", False, last_exit="exit 3")
+    snap = AgentStatus("a", "failed", False, last_exit="exit 3")
     assert summary_line([snap]) == "0/1 ready; a failed: exit 3"
 
 
 def test_non_ascii_and_newlines_are_cleaned():
-    snap = AgentSnapshot("a", "failed", False, reason="exit 1 (caf\u00e9 \u2013 bad\nnext\tline)")
+    snap = AgentStatus("a", "failed", False, reason="exit 1 (caf\u00e9 \u2013 bad\nnext\tline)")
     line = summary_line([snap])
     assert line == "0/1 ready; a failed: exit 1 (caf? ? bad next line)"
     line.encode("ascii")
@@ -68,7 +69,7 @@ def test_non_ascii_and_newlines_are_cleaned():
 
 def test_long_line_is_bounded_and_says_how_many_more():
     snaps = [
-        AgentSnapshot(f"agent-{i}", "failed", False, reason="exit 1 (" + "x" * 300 + ")")
+        AgentStatus(f"agent-{i}", "failed", False, reason="exit 1 (" + "x" * 300 + ")")
         for i in range(6)
     ]
     line = summary_line(snaps)
@@ -79,7 +80,7 @@ def test_long_line_is_bounded_and_says_how_many_more():
 
 
 def test_many_short_problems_fit_or_are_counted():
-    snaps = [AgentSnapshot(f"some-long-agent-name-{i}", "waiting", False, reason="waiting for x")
+    snaps = [AgentStatus(f"some-long-agent-name-{i}", "waiting", False, reason="waiting for x")
              for i in range(20)]
     line = summary_line(snaps)
     assert len(line) <= MAX_LEN

@@ -1,4 +1,4 @@
-"""The shipped nova/neutron defaults with the proposed upstream catalog.
+"""The shipped nova/neutron defaults with the shipped upstream catalog.
 
 Pure: resolves the plans (no daemon runs) and reads effective values with
 oslo.config, as the agents will.
@@ -79,13 +79,27 @@ def test_defaults_are_the_supported_node(plans):
 
 def test_readiness_and_stop_rules(plans):
     root, p = plans
+    # Readiness that means serving (doc/health.md): each agent's own RPC queue or
+    # a real HTTP answer; the OVS agent by br-int, which its dependents need.
     assert str(p["neutron-metadata-agent"].ready) == \
-        f"unix:{root / 'state'}/neutron/metadata_proxy"
-    assert str(p["nova-api-metadata"].ready) == "tcp:127.0.0.1:8775"
-    assert p["neutron-dhcp-agent"].ready.kind == "notify"
-    assert p["nova-compute"].ready.kind == "alive"
+        f"http:http+unix://{root / 'state'}/neutron/metadata_proxy:400"
+    assert str(p["nova-api-metadata"].ready) == "http:http://127.0.0.1:8775/:200"
+    assert str(p["nova-compute"].ready) == "rpc:nova/compute@6.0"
+    assert str(p["neutron-dhcp-agent"].ready) == "rpc:neutron/dhcp_agent@1.0"
+    assert str(p["neutron-l3-agent"].ready) == "rpc:neutron/l3_agent@1.0"
+    assert str(p["neutron-openvswitch-agent"].ready) == "ovsdb-bridge:br-int"
     # The OVS agent ignores SIGTERM: a short timeout before SIGKILL.
     assert p["neutron-openvswitch-agent"].stop_timeout <= 10
+
+
+def test_rpc_targets_come_from_the_agents_own_config(plans):
+    from hvsupervisor.health.targets import rpc_target
+
+    _root, p = plans
+    target = rpc_target(p["nova-compute"])
+    assert (target.exchange, target.topic, target.version) == ("nova", "compute", "6.0")
+    assert target.server  # [DEFAULT] host, else the hostname, as nova does
+    assert rpc_target(p["nova-api-metadata"]) is None
 
 
 def test_shipped_files_hold_no_secret_values():

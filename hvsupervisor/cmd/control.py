@@ -6,24 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from hvsupervisor.cli import print_json
+from hvsupervisor.cmd.common import run_dir as _run_dir
 from hvsupervisor.control.client import ControlError, call
-from hvsupervisor.render import table
-from hvsupervisor.run_cmd import CONTROL_NAME
+from hvsupervisor.objects.status import NodeStatus
+from hvsupervisor.render import print_json, status_table
+from hvsupervisor.rundir import CONTROL_NAME
 
 
 def _status(reply: dict, fmt: str) -> int:
+    node = NodeStatus.from_primitive(reply)
     if fmt == "json":
-        print_json({"ready": reply["ready"], "agents": [
-            {k: a[k] for k in ("name", "state", "pid", "ready", "restarts", "last_exit")}
-            for a in reply["agents"]]})
-        return 0
-    print(reply.get("status") or "")
-    print(table(
-        ["agent", "state", "pid", "ready", "restarts", "last exit", "reason"],
-        [(a["name"], a["state"] + (" (degraded)" if a.get("degraded") else ""), a["pid"],
-          "yes" if a["ready"] else "no", a["restarts"], a["last_exit"], a.get("reason") or "")
-         for a in reply["agents"]]))
+        print_json(node.to_primitive())
+    else:
+        print(status_table(node))
     return 0
 
 
@@ -64,3 +59,7 @@ def run(args: argparse.Namespace, run_dir: Path) -> int:
         return reload_exit_code(reply)
     print(f"{args.verb}: {', '.join(reply['agents'])}")
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run(args, _run_dir(args))

@@ -8,16 +8,18 @@ are left out, so the one real cause is the row that fails.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-import sys
 from pathlib import Path
 
 from hvsupervisor import paths
+from hvsupervisor.cmd.common import plans_for_run
 from hvsupervisor.config.errors import ConfigError
-from hvsupervisor.config.plan import build_plans
+from hvsupervisor.config.explain import effective
 from hvsupervisor.config.settings import CONF_D, load_settings
 from hvsupervisor.host import preflight
 from hvsupervisor.host.wiring import gate_settings
+from hvsupervisor.render import print_json, table
 
 
 def _confd_dirs(defaults: Path, override: Path, rels: set[str]) -> list[str]:
@@ -26,6 +28,21 @@ def _confd_dirs(defaults: Path, override: Path, rels: set[str]) -> list[str]:
         for base in (defaults, override):
             if (base / rel).is_dir():
                 out.append(str(base / rel))
+    return out
+
+
+def _db_sources(plans: dict, agent: str) -> dict[str, str | None] | None:
+    """Where ``[database]``/``[api_database] connection`` come from for ``agent``."""
+    if agent not in plans:
+        return None
+    eff = effective(plans[agent])
+    out: dict[str, str | None] = {}
+    for section in preflight.DB_OPTIONS:
+        exp = eff.explain(section, "connection")
+        if not exp.value:
+            out[section] = None
+        else:
+            out[section] = f"{exp.file}:{exp.line}" if exp.file else exp.source
     return out
 
 
@@ -39,13 +56,15 @@ def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
     confd = {CONF_D}
     try:
         settings = load_settings(defaults, override, args.state_dir, args.log_dir, args.run_dir)
-        plans = build_plans(settings)
+        plans = plans_for_run(settings)  # exactly what `run` checks before it starts
         gs = gate_settings(settings, plans)
     except ConfigError as exc:
         rows.append(preflight.CheckRow("config", "fail", str(exc)))
     else:
         rows.append(preflight.CheckRow(
             "config", "ok", f"{len(plans)} agents resolved: {', '.join(plans)}"))
+        # A typo'd key does nothing at all: `check` is where an operator looks first.
+        rows += [preflight.CheckRow("config key", "fail", str(w)) for w in settings.warnings]
         for name, plan in plans.items():
             exe = plan.argv[0]
             if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
@@ -58,15 +77,28 @@ def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
                  ("run_dir", str(settings.run_dir))]
         for spec in settings.agents.values():
             confd.update(spec.config_dirs)
+        rows += preflight.check_nova_db(_db_sources(plans, "nova-api-metadata"),
+                                        _db_sources(plans, "nova-compute"))
     rows += preflight.run_checks(libvirt_uri=uri, ovsdb=ovs, ensure_bridges=ensure,
                                  dirs=dirs, confd_dirs=_confd_dirs(defaults, override, confd))
     return rows
 
 
-def run(args: argparse.Namespace) -> int:
+def check_table(rows: list[preflight.CheckRow]) -> str:
+    """One row per check; the status in capitals so a FAIL stands out."""
+    return table(["check", "status", "detail"], [(r.name, r.status.upper(), r.detail)
+                                                 for r in rows])
+
+
+def check_json(rows: list[preflight.CheckRow]) -> dict:
+    """``{"ok": bool, "checks": [{"name", "status", "detail"}]}``."""
+    return {"ok": preflight.all_ok(rows), "checks": [dataclasses.asdict(r) for r in rows]}
+
+
+def main(args: argparse.Namespace) -> int:
     rows = collect(args)
     if args.format == "json":
-        sys.stdout.write(preflight.render_json(rows))
+        print_json(check_json(rows))
     else:
-        print(preflight.render_table(rows))
+        print(check_table(rows))
     return 0 if preflight.all_ok(rows) else 1

@@ -45,6 +45,8 @@ def install(root: Path, exe: str | None = None) -> list[Path]:
     for unit in ("hvsupervisor.service", "hvsupervisor-cleanup.service"):
         put(units / unit, system / unit)
     put(units / "tmpfiles.d/hvsupervisor.conf", root / "etc/tmpfiles.d/hvsupervisor.conf")
+    # The agents' users (nova, neutron): systemd-sysusers creates them.
+    put(units / "sysusers.d/hvsupervisor.conf", root / "etc/sysusers.d/hvsupervisor.conf")
     put(units / "logrotate.d/hvsupervisor", root / "etc/logrotate.d/hvsupervisor")
     for unit, text in _dropins(exe).items():
         dest = system / f"{unit}.d" / DROPIN
@@ -58,9 +60,14 @@ def install(root: Path, exe: str | None = None) -> list[Path]:
     return written
 
 
+def main(args) -> int:
+    return run(args.root)
+
+
 def run(root: str) -> int:
     for path in install(Path(root)):
         print(f"installed {path}")
-    print("next: systemctl daemon-reload && systemd-tmpfiles --create hvsupervisor.conf && "
+    print("next: systemctl daemon-reload && systemd-sysusers hvsupervisor.conf && "
+          "systemd-tmpfiles --create hvsupervisor.conf && "
           "systemctl enable --now hvsupervisor-cleanup hvsupervisor", file=sys.stderr)
     return 0

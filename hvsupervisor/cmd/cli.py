@@ -7,7 +7,7 @@ configuration, EX_CONFIG), never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
 import warnings
 from pathlib import Path
@@ -83,19 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load(args: argparse.Namespace):
-    """Settings from the global options (ConfigError on bad config)."""
-    from hvsupervisor.config.settings import load_settings
-
-    return load_settings(args.defaults_dir, args.override_dir, args.state_dir,
-                         args.log_dir, args.run_dir)
-
-
-def run_dir(args: argparse.Namespace) -> Path:
-    """The run dir of the supervisor to talk to: --run-dir, else from its config."""
-    if args.run_dir:
-        return Path(args.run_dir)
-    return load(args).run_dir
+# verb -> the cmd module that runs it (imported only when that verb runs)
+_VERBS = {
+    "run": "run", "status": "control", "restart": "control", "start": "control",
+    "stop": "control", "reload": "control", "cleanup": "cleanup", "demo": "demo",
+    "install-units": "install_units", "check": "check", "config": "config",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,54 +103,13 @@ def main(argv: list[str] | None = None) -> int:
 
         PENDING.install()
     try:
-        if args.verb == "run":
-            from hvsupervisor import run_cmd
-
-            return run_cmd.run(load(args), daemonize=args.daemon,
-                               dir_overrides=(args.state_dir, args.log_dir, args.run_dir))
-        if args.verb in ("status", "restart", "start", "stop", "reload"):
-            from hvsupervisor import control_cmd
-
-            return control_cmd.run(args, run_dir(args))
-        if args.verb == "cleanup":
-            from hvsupervisor import cleanup
-
-            dirs = []
-            for flag in ("defaults_dir", "override_dir", "state_dir", "log_dir", "run_dir"):
-                if getattr(args, flag) is not None:
-                    dirs += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
-            main = cleanup.main_ovs if args.what == "ovs" else cleanup.main_netns
-            return main(dirs + args.tool_args)
-        if args.verb == "demo":
-            import os
-
-            from hvsupervisor.demo import node
-
-            demo_dir = args.dir or Path(os.environ.get("HVSUP_DEMO_DIR") or ".demo")
-            return node.run(demo_dir, args.defaults_dir)
-        if args.verb == "install-units":
-            from hvsupervisor import install_units
-
-            return install_units.run(args.root)
-        if args.verb == "check":
-            from hvsupervisor import check_cmd
-
-            return check_cmd.run(args)
-        if args.verb == "config":
-            from hvsupervisor import config_cmd
-
-            return config_cmd.run(args, load(args))
-        parser.error(f"unknown command {args.verb}")
+        module = importlib.import_module(f"hvsupervisor.cmd.{_VERBS[args.verb]}")
+        return module.main(args)
     except ConfigError as exc:
         print(f"hvsupervisor: {exc}", file=sys.stderr)
         return EX_CONFIG
     except BrokenPipeError:
         return 0
-    return 0
-
-
-def print_json(obj: object) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=False))
 
 
 if __name__ == "__main__":

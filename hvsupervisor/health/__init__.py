@@ -1,0 +1,1 @@
+"""Health: probes that mean "serving", liveness policy, and fleet metrics (doc/health.md)."""

@@ -1,0 +1,192 @@
+"""Fleet metrics with prometheus_client: a node_exporter textfile and an optional listener.
+
+Why both: node_exporter's textfile collector is what every fleet already
+scrapes (no new port, no firewall change), and a listener serves a
+Prometheus that scrapes nodes directly. The textfile is written atomically
+(prometheus_client writes a temp file and renames it) whenever something a
+metric shows has changed, never on a timer: an idle node does not wake up
+for it. A missing textfile directory (node_exporter not installed) is
+logged once and skipped, never fatal.
+
+Series (labels ``agent``):
+
+* ``hvsupervisor_agent_up``: a process is running;
+* ``hvsupervisor_agent_ready``: the agent is ready (its ready rule holds);
+* ``hvsupervisor_agent_healthy``: 1 ok, 0 failing, -1 unknown (no probe yet
+  or no probe kind);
+* ``hvsupervisor_agent_restarts_total``;
+* ``hvsupervisor_agent_last_exit_code``: last exit status (a signal as
+  128+N, as shells do), -1 if it never exited;
+* ``hvsupervisor_agent_probe_duration_seconds``, ``..._probe_timestamp_seconds``;
+* ``hvsupervisor_agent_probe_failures``: consecutive unanswered probes;
+* ``hvsupervisor_control_plane_reachable``: 1, 0, or -1 when not known yet;
+* ``hvsupervisor_ready``: READY=1 was sent and every agent is ready;
+* ``hvsupervisor_info{version}``: 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.exposition import generate_latest
+
+from hvsupervisor import __version__
+
+LOG = logging.getLogger("hvsupervisor.metrics")
+
+
+@dataclass(frozen=True)
+class AgentMetrics:
+    name: str
+    up: bool
+    ready: bool
+    healthy: int  # 1 ok, 0 failing, -1 unknown
+    restarts: int
+    last_exit_code: int  # -1: never exited
+    probe_duration: float | None
+    probe_timestamp: float | None
+    probe_failures: int
+
+
+_SIGNAL = re.compile(r"^signal (\d+)")
+_EXIT = re.compile(r"^exit (-?\d+)")
+
+
+def exit_code(last_exit: str | None) -> int:
+    """"exit 1 (...)" -> 1, "signal 9 (SIGKILL)" -> 137, None -> -1."""
+    if not last_exit:
+        return -1
+    m = _EXIT.match(last_exit)
+    if m:
+        return int(m.group(1))
+    m = _SIGNAL.match(last_exit)
+    if m:
+        return 128 + int(m.group(1))
+    return -1
+
+
+class _Restarts:
+    """``hvsupervisor_agent_restarts_total`` as a real counter (promtool insists on the
+    type for a ``_total`` name); prometheus_client's Counter cannot be set to the
+    lifecycle's own count, so it is emitted as a metric family."""
+
+    def __init__(self, agents: list[AgentMetrics]):
+        self.agents = agents
+
+    def collect(self):
+        fam = CounterMetricFamily("hvsupervisor_agent_restarts",
+                                  "Restarts since the supervisor started (automatic or "
+                                  "requested).", labels=["agent"])
+        for a in self.agents:
+            fam.add_metric([a.name], a.restarts)
+        yield fam
+
+
+def build_registry(agents: Iterable[AgentMetrics], control_plane: str,
+                   node_ready: bool) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    labels = ["agent"]
+    g = {
+        "up": Gauge("hvsupervisor_agent_up", "1 if the agent's process is running.",
+                    labels, registry=reg),
+        "ready": Gauge("hvsupervisor_agent_ready", "1 if the agent is ready (serving).",
+                       labels, registry=reg),
+        "healthy": Gauge("hvsupervisor_agent_healthy",
+                         "Liveness: 1 ok, 0 failing, -1 unknown.", labels, registry=reg),
+        "exit": Gauge("hvsupervisor_agent_last_exit_code",
+                      "Last exit status (128+N for signal N), -1 if it never exited.",
+                      labels, registry=reg),
+        "dur": Gauge("hvsupervisor_agent_probe_duration_seconds",
+                     "Duration of the agent's last readiness/liveness probe.",
+                     labels, registry=reg),
+        "ts": Gauge("hvsupervisor_agent_probe_timestamp_seconds",
+                    "Unix time of the agent's last probe.", labels, registry=reg),
+        "fail": Gauge("hvsupervisor_agent_probe_failures",
+                      "Consecutive unanswered liveness probes.", labels, registry=reg),
+    }
+    agents = list(agents)
+    reg.register(_Restarts(agents))
+    for a in agents:
+        g["up"].labels(a.name).set(1 if a.up else 0)
+        g["ready"].labels(a.name).set(1 if a.ready else 0)
+        g["healthy"].labels(a.name).set(a.healthy)
+        g["exit"].labels(a.name).set(a.last_exit_code)
+        g["fail"].labels(a.name).set(a.probe_failures)
+        if a.probe_duration is not None:
+            g["dur"].labels(a.name).set(a.probe_duration)
+        if a.probe_timestamp is not None:
+            g["ts"].labels(a.name).set(a.probe_timestamp)
+    cp = Gauge("hvsupervisor_control_plane_reachable",
+               "1 if the agents' message bus is reachable, 0 if not, -1 not known yet.",
+               registry=reg)
+    cp.set({"reachable": 1, "unreachable": 0}.get(control_plane, -1))
+    Gauge("hvsupervisor_ready", "1 if READY=1 was sent and every agent is ready.",
+          registry=reg).set(1 if node_ready else 0)
+    Gauge("hvsupervisor_info", "The supervisor's version.", ["version"],
+          registry=reg).labels(__version__).set(1)
+    return reg
+
+
+class MetricsSink:
+    """Where the metrics go: the textfile (atomically) and the optional listener."""
+
+    def __init__(self, textfile: str, listen: str = ""):
+        self.textfile = textfile
+        self.listen = listen
+        self._warned = False
+        self._latest = b""
+        self._server = None
+        self._registry: CollectorRegistry | None = None
+
+    def start(self) -> None:
+        """Start the optional listener (a daemon thread of prometheus_client's)."""
+        if not self.listen:
+            return
+        from prometheus_client import start_http_server
+
+        host, _, port = self.listen.rpartition(":")
+        sink = self
+
+        class _Live:  # a collector that replays the latest registry
+            def collect(self):
+                return sink._registry.collect() if sink._registry is not None else []
+
+        reg = CollectorRegistry()
+        reg.register(_Live())
+        self._server, _thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1",
+                                                  registry=reg)
+        LOG.info("event=metrics-listen address=%s", self.listen)
+
+    def update(self, reg: CollectorRegistry) -> None:
+        self._registry = reg
+        data = generate_latest(reg)
+        if data == self._latest:
+            return
+        self._latest = data
+        if not self.textfile:
+            return
+        directory = os.path.dirname(self.textfile) or "."
+        if not os.path.isdir(directory):
+            if not self._warned:
+                LOG.warning("metrics_textfile: directory %s does not exist (node_exporter's "
+                            "textfile collector not installed?); not writing metrics there",
+                            directory)
+                self._warned = True
+            return
+        try:
+            write_to_textfile(self.textfile, reg)
+        except OSError as exc:
+            if not self._warned:
+                LOG.warning("metrics_textfile %s: %s", self.textfile, exc)
+                self._warned = True
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None

@@ -1,0 +1,106 @@
+"""Reporting: the STATUS= line, READY=1, the watchdog and the status reply.
+
+Everything here reads the agents' lifecycles and tells the outside world;
+nothing changes an agent. The metrics are rewritten with every report
+(supervisor/health.py, which also owns the control-plane prefix).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from hvsupervisor.objects.status import AgentStatus, NodeStatus
+from hvsupervisor.status import summary_line
+from hvsupervisor.supervisor.health import with_control_plane
+
+LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
+
+
+class Reporting:
+    """Mixin of :class:`~hvsupervisor.supervisor.loop.Supervisor`: what it tells the world.
+
+    Reads the loop's ``agents``, ``_ready_sent``, ``_degraded_ready``,
+    ``_status``; owns ``_ready_timer`` and ``_watchdog``.
+    """
+
+    def snapshots(self) -> list[AgentStatus]:
+        """Each agent's lifecycle status: cheap, for the STATUS= line on every event."""
+        return [a.machine.snapshot() for a in self.agents.values()]
+
+    def _report(self) -> None:
+        line = summary_line(self.snapshots())
+        all_ready = bool(self.agents) and all(a.machine.ready for a in self.agents.values())
+        if all_ready:
+            self._degraded_ready = False  # a late agent caught up after ready_timeout
+        elif self._degraded_ready:
+            line = "degraded: " + line
+        line = with_control_plane(line, self.control_plane)
+        self._metrics_changed()
+        if line != self._status:
+            self._status = line
+            LOG.info("status: %s", line)
+            self.notifier.status(line)
+        if all_ready and not self._ready_sent and not self._shutting_down:
+            self._send_ready()
+
+    def _send_ready(self, degraded: bool = False) -> None:
+        self._ready_sent = True
+        self._degraded_ready = degraded
+        if self._ready_timer is not None:
+            self._ready_timer.cancel()
+            self._ready_timer = None
+        line = summary_line(self.snapshots())
+        if degraded:
+            line = "degraded: " + line
+        line = with_control_plane(line, self.control_plane)
+        self._status = line
+        LOG.info("event=ready degraded=%s status=%s", degraded, line)
+        self.notifier.ready_with_status(line)
+
+    def _ready_timeout(self) -> None:
+        self._ready_timer = None
+        if not self._ready_sent:
+            LOG.warning("ready_timeout reached: telling systemd READY=1 with a degraded status")
+            self._send_ready(degraded=True)
+
+    def _arm_report_timers(self) -> None:
+        """The ready_timeout timer, and the watchdog when systemd asked for one."""
+        assert self._loop is not None
+        timeout = self.settings.supervisor.ready_timeout
+        self._ready_timer = self._loop.call_later(timeout, self._ready_timeout)
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            due = time.monotonic() + interval / 2
+            self._watchdog = self._loop.call_later(interval / 2, self._watchdog_tick,
+                                                   interval, due)
+
+    def _disarm_report_timers(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+
+    def _watchdog_tick(self, interval: float, scheduled: float) -> None:
+        """Pet the watchdog only from the loop, and only if the loop is not lagging."""
+        assert self._loop is not None
+        lag = time.monotonic() - scheduled
+        if lag < interval:
+            self.notifier.watchdog()
+        else:
+            LOG.warning("loop lagged %.1fs: not petting the watchdog", lag)
+        due = time.monotonic() + interval / 2
+        self._watchdog = self._loop.call_later(interval / 2, self._watchdog_tick, interval, due)
+
+    def node_status(self) -> NodeStatus:
+        """The one status object every output renders (control socket, CLI, JSON)."""
+        from hvsupervisor.config.secrets import mask_argv
+
+        agents = tuple(
+            dataclasses.replace(a.machine.snapshot(), digest=a.plan.digest,
+                                argv=tuple(mask_argv(a.plan.argv)),  # --password X, URLs
+                                ready_rule=str(a.plan.ready),
+                                health=a.health.to_json() if a.health is not None else None)
+            for a in self.agents.values())
+        ready = self._ready_sent and bool(agents) and all(a.ready for a in agents)
+        return NodeStatus(ready=ready, status=self._status, agents=agents,
+                          control_plane=self.control_plane)

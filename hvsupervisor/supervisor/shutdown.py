@@ -1,0 +1,101 @@
+"""Shutdown and the data plane: stop agents in reverse order, then what they left.
+
+The agents stop in reverse dependency order through their lifecycles
+(SIGTERM, then SIGKILL after ``stop_timeout``); the processes they left
+behind (dnsmasq, haproxy, keepalived: the data plane, our descendants as
+child subreaper) are then stopped or, with ``stop_dataplane = false``,
+listed in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from hvsupervisor import deps, process
+from hvsupervisor.lifecycle import StopRequested
+from hvsupervisor.supervisor.agent import RUNNING
+
+LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
+DATAPLANE_STOP_TIMEOUT = 5.0
+
+
+class Stopping:
+    """Mixin of :class:`~hvsupervisor.supervisor.loop.Supervisor`: shutdown.
+
+    Sets ``_shutting_down`` and ``_stop``; waits on the loop's ``_changed``.
+    """
+
+    def request_shutdown(self) -> None:
+        self._stop.set()
+
+    async def _wait_changed(self, timeout: float | None = None) -> None:
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def _stop_agents(self) -> None:
+        """Stop in reverse dependency order: an agent waits for its dependents.
+
+        Agents without a process (backoff, waiting) are stopped at once: a
+        restart timer firing mid-stop would spawn an agent nothing stops
+        (the loop's ``_after_event`` does the same for one that crashes
+        meanwhile). The agent set is re-read on every pass: a reload cannot
+        add agents once shutdown has begun (it is refused), but one may be
+        forgotten.
+        """
+        requested: set[str] = set()
+        for name, agent in self.agents.items():
+            if agent.machine.state not in RUNNING:
+                requested.add(name)
+                self._post(name, StopRequested())
+        while True:
+            after = {n: [d for d in a.plan.after if d in self.agents]
+                     for n, a in self.agents.items()}
+            live = {n for n, a in self.agents.items() if a.running}
+            pending = [n for n in deps.stop_order(after) if n not in requested]
+            for name in pending:
+                dependents_live = any(name in after[o] and o in live for o in after)
+                if not dependents_live:
+                    requested.add(name)
+                    self._post(name, StopRequested())
+            self._drain()
+            if not any(a.running for a in self.agents.values()) and requested >= set(after):
+                return
+            await self._wait_changed()
+
+    async def _stop_dataplane(self) -> None:
+        left = process.descendants()
+        if not left:
+            return
+        if not self.settings.supervisor.stop_dataplane:
+            for pid, cmd in sorted(left.items()):
+                LOG.warning("event=left-running pid=%d cmd=%s (stop_dataplane = false)", pid, cmd)
+            return
+        LOG.info("stopping %d process(es) the agents left behind", len(left))
+        process.signal_all(left, signal.SIGTERM)
+        deadline = time.monotonic() + DATAPLANE_STOP_TIMEOUT
+        while process.descendants() and time.monotonic() < deadline:
+            await self._wait_changed(deadline - time.monotonic())
+        rest = process.descendants()
+        if rest:
+            LOG.warning("SIGKILL to %d leftover process(es): %s", len(rest),
+                        ", ".join(str(p) for p in sorted(rest)))
+            process.signal_all(rest, signal.SIGKILL)
+            deadline = time.monotonic() + DATAPLANE_STOP_TIMEOUT
+            while process.descendants() and time.monotonic() < deadline:
+                await self._wait_changed(deadline - time.monotonic())
+
+    async def shutdown(self) -> None:
+        self._shutting_down = True
+        LOG.info("event=stopping")
+        self.notifier.stopping("stopping agents")
+        if self._ready_timer is not None:
+            self._ready_timer.cancel()
+        await self._stop_agents()
+        await self.prober.close()  # ours, not something an agent left behind
+        await self._stop_dataplane()
