@@ -107,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*[Ee]ventlet.*")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verb == "run":
+        # Before anything slow (oslo imports, plans): a SIGHUP now must not kill us.
+        from hvsupervisor.startsignals import PENDING
+
+        PENDING.install()
     try:
         verb = _VERBS[args.verb]
         if (args.verb == "reload" and args.dry_run) or (
