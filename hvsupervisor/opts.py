@@ -88,6 +88,15 @@ supervisor_opts = [
         "systemd READY=1 anyway, with a degraded STATUS=. Some readiness needs the "
         "control plane, and a node must not block boot forever without it.",
     ),
+    cfg.FloatOpt(
+        "reload_timeout",
+        default=120.0,
+        min=0,
+        help="How long `hvsupervisor reload` (= `systemctl reload`) waits for the agents "
+        "it restarted or started to be ready again (or failed) before it returns; the reply "
+        "says, per agent, which happened. Keep it below the unit's TimeoutStartSec=, which "
+        "systemd also applies to ExecReload=.",
+    ),
     cfg.BoolOpt(
         "stop_dataplane",
         default=False,

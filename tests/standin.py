@@ -162,6 +162,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--setsid-grandchild", default=None, metavar="PIDFILE")
     p.add_argument("--helper-grandchild", action="append", default=[], metavar="NAME:PIDFILE")
     p.add_argument("--grandchild-notify", action="store_true")
+    p.add_argument("--early-ready", action="store_true",
+                   help="send READY=1 at once, before any socket listens (as oslo.service "
+                   "does): the supervisor must still wait for its configured probe")
     p.add_argument("--listen-tcp", default=None, metavar="HOST:PORT")
     p.add_argument("--listen-unix", default=None, metavar="PATH")
     p.add_argument("--flood", type=float, default=None, metavar="SECONDS")
@@ -205,6 +208,9 @@ def main(argv: list[str]) -> int:
         helper_grandchild(spec)
     if args.grandchild_notify:
         grandchild_notify()
+    if args.early_ready:
+        notify("READY=1", f"X_PID={os.getpid()}", "X_ROLE=early")
+        say("standin: early READY=1 sent")
     if args.big_line is not None:
         big_line(args.big_line)
     if args.flood is not None:
@@ -226,6 +232,8 @@ def main(argv: list[str]) -> int:
         now = time.monotonic()
         if ready_at is not None and now >= ready_at:
             ready_at = None
+            if args.early_ready:  # before listening: whoever sees it listen sees this line
+                say("standin: listening now")
             if args.listen_tcp:
                 listeners.append(listen_tcp(args.listen_tcp))
             if args.listen_unix:

@@ -19,6 +19,7 @@ from hvsupervisor.config.explain import effective
 from hvsupervisor.config.settings import CONF_D, load_settings
 from hvsupervisor.host import preflight
 from hvsupervisor.host.wiring import gate_settings
+from hvsupervisor.privsep.checks import user_rows
 from hvsupervisor.render import print_json, table
 from hvsupervisor.systemd import unitfile
 
@@ -98,6 +99,7 @@ def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
                                                f"{exe}: not found or not executable"))
         uri = gs.libvirt_uri
         ovs = (gs.ovsdb[0], list(gs.ovsdb[1])) if gs.ovsdb else None
+        rows += user_rows(plans, settings.run_dir, settings.log_dir, ovs[0] if ovs else None)
         ensure = gs.ensure_bridges
         dirs += [("state_dir", str(settings.state_dir)), ("log_dir", str(settings.log_dir)),
                  ("run_dir", str(settings.run_dir))]

@@ -59,10 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tool_args", nargs=argparse.REMAINDER,
                    help="--dry-run prints the argv; other options (e.g. --force) go to the tool")
 
-    p = sub.add_parser("demo", help="a self-contained demo node under one directory, in the "
-                       "foreground (root; Ctrl-C stops it all)")
+    p = sub.add_parser("demo", help="a self-contained demo node joining a demo cloud, under "
+                       "one directory, in the foreground (root; Ctrl-C stops it all)")
     p.add_argument("--dir", type=Path, default=None,
                    help="the demo directory (default: $HVSUP_DEMO_DIR, else ./.demo)")
+    p.add_argument("--boot", action="store_true",
+                   help="once the node has joined, boot a VM through nova and print its "
+                   "console lines")
 
     p = sub.add_parser("install-units", help="copy the systemd units (and drop-ins naming this "
                        "install's hvsupervisor), tmpfiles.d and logrotate snippets")
@@ -104,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*[Ee]ventlet.*")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verb == "run":
+        # Before anything slow (oslo imports, plans): a SIGHUP now must not kill us.
+        from hvsupervisor.startsignals import PENDING
+
+        PENDING.install()
     try:
         verb = _VERBS[args.verb]
         if (args.verb == "reload" and args.dry_run) or (

@@ -55,6 +55,17 @@ def _status(args: argparse.Namespace, reply: dict, fmt: str) -> int:
     return 0
 
 
+RELOAD_NOT_SETTLED = 3
+
+
+def reload_exit_code(reply: dict) -> int:
+    """0: applied, and every agent it touched is ready (or stopped, if removed).
+    RELOAD_NOT_SETTLED: applied, but an agent failed or did not settle in
+    reload_timeout (the reply names it). A refused reload exits 1 earlier."""
+    bad = [o for o in reply.get("agents", {}).values() if o not in ("ready", "stopped")]
+    return RELOAD_NOT_SETTLED if bad else 0
+
+
 def run(args: argparse.Namespace, run_dir: Path) -> int:
     path = run_dir / CONTROL_NAME
     request: dict = {"cmd": args.verb}
@@ -76,7 +87,9 @@ def run(args: argparse.Namespace, run_dir: Path) -> int:
         else:
             for key in ("restarted", "started", "stopped"):
                 print(f"{key}: {', '.join(reply[key]) or '-'}")
-        return 0
+            for name, outcome in reply.get("agents", {}).items():
+                print(f"  {name}: {outcome}")
+        return reload_exit_code(reply)
     print(f"{args.verb}: {', '.join(reply['agents'])}")
     return 0
 

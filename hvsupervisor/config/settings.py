@@ -66,6 +66,7 @@ class AgentSpec:
 @dataclass(frozen=True)
 class SupervisorSettings:
     ready_timeout: float
+    reload_timeout: float
     stop_dataplane: bool
     dataplane_helpers: list
     ensure_bridges: bool

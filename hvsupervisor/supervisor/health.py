@@ -140,6 +140,7 @@ class Health:
     def _health_follow(self, agent: Agent) -> None:
         """Liveness runs while the agent is ready; a new process starts afresh."""
         if agent.plan.ready.kind not in HEALTH_KINDS or agent.health is None:
+            self._health_stop(agent)  # a reload may have changed the rule
             return
         if agent.machine.pid != agent.health_pid:
             agent.health_pid = agent.machine.pid

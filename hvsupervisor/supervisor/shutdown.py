@@ -18,6 +18,7 @@ import time
 
 from hvsupervisor import dataplane, deps, process, stopbudget
 from hvsupervisor.lifecycle import StopRequested
+from hvsupervisor.supervisor.agent import RUNNING
 
 LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
 DATAPLANE_STOP_TIMEOUT = stopbudget.DATAPLANE_STOP_TIMEOUT
@@ -40,11 +41,23 @@ class Stopping:
             pass
 
     async def _stop_agents(self) -> None:
-        """Stop in reverse dependency order: an agent waits for its dependents."""
-        after = {n: [d for d in a.plan.after if d in self.agents]
-                 for n, a in self.agents.items()}
+        """Stop in reverse dependency order: an agent waits for its dependents.
+
+        Agents without a process (backoff, waiting) are stopped at once: a
+        restart timer firing mid-stop would spawn an agent nothing stops
+        (the loop's ``_after_event`` does the same for one that crashes
+        meanwhile). The agent set is re-read on every pass: a reload cannot
+        add agents once shutdown has begun (it is refused), but one may be
+        forgotten.
+        """
         requested: set[str] = set()
+        for name, agent in self.agents.items():
+            if agent.machine.state not in RUNNING:
+                requested.add(name)
+                self._post(name, StopRequested())
         while True:
+            after = {n: [d for d in a.plan.after if d in self.agents]
+                     for n, a in self.agents.items()}
             live = {n for n, a in self.agents.items() if a.running}
             pending = [n for n in deps.stop_order(after) if n not in requested]
             for name in pending:
@@ -53,7 +66,7 @@ class Stopping:
                     requested.add(name)
                     self._post(name, StopRequested())
             self._drain()
-            if not any(a.running for a in self.agents.values()) and len(requested) == len(after):
+            if not any(a.running for a in self.agents.values()) and requested >= set(after):
                 return
             await self._wait_changed()
 

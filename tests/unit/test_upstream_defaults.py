@@ -61,7 +61,8 @@ def test_privsep_runs_the_helper_directly_for_every_context(plans):
         assert neutron.lookup(section, "helper_command") == "privsep-helper", section
     assert neutron.lookup("agent", "root_helper") == ""
     nova = effective(p["nova-compute"])
-    for section in ("nova_sys_admin", "vif_plug_ovs_privileged", "privsep_osbrick"):
+    for section in ("nova_sys_admin", "vif_plug_ovs_privileged", "vif_plug_linux_bridge_privileged",
+                    "privsep_osbrick"):
         assert nova.lookup(section, "helper_command") == "privsep-helper", section
 
 
