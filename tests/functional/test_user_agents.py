@@ -108,5 +108,12 @@ def test_agent_runs_unprivileged_and_the_broker_starts_its_privsep_helper(user, 
     assert "supplied by the supervisor" in plan.stdout
     assert f"user:   {USER}({user.uid})" in plan.stdout
 
+    # check: a row for the user, its ownership and its sockets' reachability.
+    rows = {r["name"]: r for r in json.loads(node.hv("check", "--format", "json").stdout)["checks"]}
+    assert rows["user agent-a"]["status"] == "ok"
+    assert rows["user agent-a"]["detail"].startswith(f"{USER}({user.uid})")
+    assert rows["ownership agent-a"]["detail"].endswith("agent-a: owned")
+    assert rows["socket access dirs"]["status"] == "ok"
+
     assert node.stop() == 0
     assert not os.path.exists(sock)
