@@ -151,6 +151,15 @@ def boot_node(tmp_path_factory) -> Iterator[BootNode]:
         if node.libvirtd is not None:
             node.libvirtd.teardown()
         cp.stop()
+        # Whatever of the node still runs after a failed test (dnsmasq/haproxy live
+        # in qdhcp- namespaces, outside the cloud's netns): by pid, and said.
+        for line in _node_processes(node):
+            pid = int(line.split(":", 1)[0])
+            node.notes.setdefault("killed_node_processes", []).append(line)
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
         # The namespaces the node's agents made (neutron never deletes them).
         for ns in _netns_list():
             if ns.startswith(("qdhcp-", "qrouter-")) and ns not in netns_before:
