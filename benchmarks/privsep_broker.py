@@ -43,7 +43,6 @@ def main() -> int:
 
     user = "hvspbench"
     ident = rig_mod.make_user(user)
-    root_ident = None
     try:
         async def run():
             out = {"root": [], "user": []}
@@ -81,7 +80,6 @@ def main() -> int:
         figures, after = asyncio.run(run())
     finally:
         rig_mod.remove_user(user)
-    del root_ident
     for mode in ("root", "user"):
         print(json.dumps({"benchmark": "privsep_context_start", "mode": mode, "n": n,
                           "median_ms": round(statistics.median(figures[mode]) * 1000, 1),
