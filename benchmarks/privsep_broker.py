@@ -39,14 +39,18 @@ def rss_kib() -> int:
 def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 7
     before = rss_kib()
+    import shutil
+    import tempfile
+
     from tests.functional import privsep_rig as rig_mod  # imports the broker
 
+    scratch = tempfile.mkdtemp(prefix="hvsp-bench-")
     user = "hvspbench"
     ident = rig_mod.make_user(user)
     try:
         async def run():
             out = {"root": [], "user": []}
-            async with rig_mod.Rig(Path("/tmp")) as rig:
+            async with rig_mod.Rig(Path(scratch)) as rig:
                 rig.broker.configure({"bench": rig_mod.grant("bench", ident)})
                 after = rss_kib()
                 for _ in range(n):
@@ -80,6 +84,7 @@ def main() -> int:
         figures, after = asyncio.run(run())
     finally:
         rig_mod.remove_user(user)
+        shutil.rmtree(scratch, ignore_errors=True)
     for mode in ("root", "user"):
         print(json.dumps({"benchmark": "privsep_context_start", "mode": mode, "n": n,
                           "median_ms": round(statistics.median(figures[mode]) * 1000, 1),
