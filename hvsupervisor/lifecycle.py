@@ -101,6 +101,14 @@ class BecameReady:
 
 
 @dataclass(frozen=True)
+class ProbeFailed:
+    """The readiness probe itself raised: readiness cannot be judged."""
+
+    pid: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class TimerFired:
     """A ``SetTimer`` came due; stale tokens are ignored."""
 
@@ -143,7 +151,8 @@ class RestartRequested:
 
 
 Event = (
-    Spawned | SpawnFailed | Exited | BecameReady | TimerFired | GateChanged | DepsChanged
+    Spawned | SpawnFailed | Exited | BecameReady | ProbeFailed | TimerFired | GateChanged
+    | DepsChanged
     | StartRequested | StopRequested | RestartRequested
 )
 
@@ -224,6 +233,7 @@ class AgentLifecycle:
         *,
         gate_open: bool = False,
         deps_ready: bool = False,
+        stop_signal: int = signal.SIGTERM,
     ) -> None:
         if ready_kind not in ("notify", "alive", "probe"):
             raise ValueError(f"agent {name}: unknown ready kind {ready_kind!r}")
@@ -232,6 +242,9 @@ class AgentLifecycle:
         self.name = name
         self.policy = policy
         self.stop_timeout = stop_timeout
+        # The signal that asks this daemon to stop (systemd's KillSignal=):
+        # not every daemon exits on SIGTERM (doc/upstream-behaviour.md).
+        self.stop_signal = stop_signal
         self.ready_kind = ready_kind
         self.alive_seconds = alive_seconds
         self._rng = rng
@@ -248,6 +261,7 @@ class AgentLifecycle:
         self._deps_ready = deps_ready
         self._deps_reason = "" if deps_ready else "dependencies not checked yet"
         self._restart_after_stop = False
+        self._fail_after_stop: str | None = None  # stopping because its probe broke
         self._kill_after = stop_timeout
         self._last_exit: str | None = None
         self._fail_reason = ""
@@ -333,6 +347,15 @@ class AgentLifecycle:
             case BecameReady(pid=pid):
                 ok = self.ready_kind != "alive" and self._state is State.STARTING
                 return self._become_ready(now) if ok and pid == self._pid else []
+            case ProbeFailed(pid=pid, reason=reason):
+                if self._state is not State.STARTING or pid != self._pid:
+                    return []
+                # A probe that cannot answer would leave the agent "starting"
+                # until ready_timeout and nobody would know why. Stop it and
+                # call it failed with the probe's error; restarting would only
+                # meet the same error (an operator restart revives it).
+                self._fail_after_stop = f"readiness probe error: {reason}"
+                return self._begin_stop(None, restart=False, now=now)
             case TimerFired(token=token):
                 return self._on_timer(token, now)
             case GateChanged(open=is_open, reason=reason):
@@ -379,6 +402,13 @@ class AgentLifecycle:
         """An operator (re)start wipes the slate: no backoff, no flap history."""
         self._failures = 0
         self._flap.reset()
+
+    def set_policy(self, policy: RestartPolicy) -> None:
+        """A reload changed [supervisor]'s restart settings: they apply from the
+        next failure on. The failure history is kept (a reload is not a pardon);
+        only the flap detector's limits change."""
+        self.policy = policy
+        self._flap.max_failures, self._flap.window = policy.flap_max, policy.flap_window
 
     def _on_spawned(self, pid: int) -> list[Action]:
         if not self._awaiting_spawn:
@@ -460,10 +490,15 @@ class AgentLifecycle:
 
     def _send_term(self) -> list[Action]:
         assert self._pid is not None
-        return [Signal(self._pid, signal.SIGTERM), self._arm("kill", self._kill_after)]
+        return [Signal(self._pid, self.stop_signal), self._arm("kill", self._kill_after)]
 
     def _after_stop(self, now: float) -> list[Action]:
         actions = self._disarm()
+        if self._fail_after_stop is not None and not self._restart_after_stop:
+            self._fail_reason, self._fail_after_stop = self._fail_after_stop, None
+            self._set(State.FAILED, now)
+            return actions
+        self._fail_after_stop = None
         if self._restart_after_stop:
             self._restart_after_stop = False
             return actions + self._try_start(now)

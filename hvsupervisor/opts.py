@@ -88,12 +88,34 @@ supervisor_opts = [
         "systemd READY=1 anyway, with a degraded STATUS=. Some readiness needs the "
         "control plane, and a node must not block boot forever without it.",
     ),
+    cfg.FloatOpt(
+        "reload_timeout",
+        default=120.0,
+        min=0,
+        help="How long `hvsupervisor reload` (= `systemctl reload`) waits for the agents "
+        "it restarted or started to be ready again (or failed) before it returns; the reply "
+        "says, per agent, which happened. Keep it below the unit's TimeoutStartSec=, which "
+        "systemd also applies to ExecReload=.",
+    ),
     cfg.BoolOpt(
         "stop_dataplane",
-        default=True,
-        help="On a full stop, also stop what the agents left running (dnsmasq, "
-        "haproxy, keepalived). False keeps the data plane up across a stop; the "
-        "survivors are listed in the log. A single agent restart never touches them.",
+        default=False,
+        help="On a full stop, also stop the data-plane helpers the agents left "
+        "running (dnsmasq, haproxy, keepalived, neutron-keepalived-state-change). "
+        "False (the default) keeps DHCP, metadata and HA routers serving across a "
+        "stop, restart or upgrade of the supervisor; the agents adopt the helpers "
+        "when they start again, and the survivors are listed in the log. Other "
+        "leftovers (privsep daemons, stray workers) are always stopped. A single "
+        "agent restart never touches the helpers.",
+    ),
+    cfg.ListOpt(
+        "dataplane_helpers",
+        default=["dnsmasq", "haproxy", "keepalived", "neutron-keepalived-state-change",
+                 "radvd", "conntrackd"],
+        help="Program names (argv[0], or the script after an interpreter) of the "
+        "data-plane helpers the agents start and leave running on purpose. With "
+        "stop_dataplane = false they, and what runs below them, outlive a stop of "
+        "the supervisor; any other leftover is stopped.",
     ),
     cfg.BoolOpt(
         "ensure_bridges",
@@ -217,11 +239,38 @@ agent_opts = [
         "ovsdb-bridge:NAME (the bridge is in the node's ovsdb and its OpenFlow controller, "
         "if any, is connected: the neutron OVS agent's own).",
     ),
+    cfg.StrOpt(
+        "stop_signal",
+        default="SIGTERM",
+        choices=["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL"],
+        help="The signal that asks the agent to stop, as systemd's KillSignal=. "
+        "SIGKILL follows after stop_timeout. The shipped values are measured per "
+        "daemon (doc/upstream-behaviour.md).",
+    ),
     cfg.Opt(
         "stop_timeout",
         type=hvtypes.Seconds(max=3600),
-        default=30.0,
-        help="Seconds between SIGTERM and SIGKILL when stopping the agent (0 to 3600).",
+        default=None,
+        help="Seconds between stop_signal and SIGKILL (0 to 3600). Unset: the agent's "
+        "own effective [DEFAULT] graceful_shutdown_timeout (from its plan's files; "
+        "graceful_shutdown_default when none sets it) plus stop_margin, so a daemon "
+        "that drains in-flight work is given the time its config asks for.",
+    ),
+    cfg.Opt(
+        "graceful_shutdown_default",
+        type=hvtypes.Seconds(max=3600),
+        default=60.0,
+        help="The daemon's own default for [DEFAULT] graceful_shutdown_timeout, used "
+        "for stop_timeout when no file of its plan sets it: oslo.service's is 60, "
+        "nova overrides it to 180 (nova/conf/base.py).",
+    ),
+    cfg.Opt(
+        "stop_margin",
+        type=hvtypes.Seconds(max=600),
+        default=10.0,
+        help="Added to graceful_shutdown_timeout when stop_timeout is unset: the "
+        "daemon's own timer starts after it has seen the signal, and its exit "
+        "(threads joined, logs flushed) takes a moment after that.",
     ),
     cfg.ListOpt(
         "directories",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 from hvsupervisor.config.settings import ReadyRule
 from hvsupervisor.policy import next_delay
@@ -58,16 +59,22 @@ async def _accepts(rule: ReadyRule) -> bool:
     return True
 
 
-async def wait_bridge(remote: str, bridge: str, first: float = 0.1, cap: float = 1.0) -> None:
+async def wait_bridge(remote: str, bridge: str, first: float = 0.1, cap: float = 1.0,
+                      spawned: float | None = None) -> None:
     """Return once ``bridge`` is in ovsdb with its OpenFlow controller connected.
 
     ``ready = ovsdb-bridge:br-int`` for the neutron OVS agent, which sends no
     READY=1 (host/ovsdb.py: bridge_ready says why this is the right signal).
+    ``spawned`` (time.monotonic() of the spawn): the connection must be younger
+    than the process, or a quick restart reads the killed agent's connection,
+    which ovs-vswitchd still reports for a while (doc/upstream-behaviour.md section 13).
     """
     from hvsupervisor.host.ovsdb import bridge_ready
 
     delay = 0.0
-    while not (await bridge_ready(remote, bridge))[0]:
+    while not (await bridge_ready(
+            remote, bridge,
+            max_age=None if spawned is None else time.monotonic() - spawned))[0]:
         delay = next_delay(delay, first, cap, PROBE_GROWTH)
         await asyncio.sleep(delay)
 

@@ -31,7 +31,10 @@ def print_json(obj: object) -> None:
 def status_table(node: NodeStatus) -> str:
     """``hvsupervisor status``: the STATUS= line, then one row per agent."""
     rows = [(a.name, a.state_text, a.pid, "yes" if a.ready else "no", a.health_label,
-             _last_probe(a), a.restarts, a.last_exit, a.reason, _probe_error(a))
+             _last_probe(a), a.restarts, a.last_exit,
+             "; ".join(r for r in (a.reason, a.restart_pending
+                                   and f"restart pending: {a.restart_pending}") if r),
+             _probe_error(a))
             for a in node.agents]
     return f"{node.status}\ncontrol_plane: {node.control_plane}\n" + table(
         ["agent", "state", "pid", "ready", "health", "last probe", "restarts", "last exit",

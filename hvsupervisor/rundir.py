@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the status verb reads CONTROL_NAME: keep oslo.config out of
     from hvsupervisor.config.settings import Settings
 
 LOCK_NAME = "hvsupervisor.pid"  # the pidfile is also the single-instance lock
+STATE_LOCK = Path("supervisor") / "lock"  # under the state dir: one supervisor per node
 CONTROL_NAME = "control.sock"
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with its NUL
 
@@ -62,6 +63,32 @@ def take_lock(run_dir: Path) -> int:
     return fd
 
 
-def write_pid(fd: int) -> None:
+def take_state_lock(state_dir: Path, run_dir: Path) -> int:
+    """flock ``<state_dir>/supervisor/lock``: one supervisor per node, whatever its run dir.
+
+    The state dir is the node (nova's compute_id and the agent record live
+    there), so two supervisors over one state dir with different run dirs
+    would run every agent twice. The file holds "PID RUN_DIR" of the holder,
+    rewritten after --daemon forks (``write_pid``), so the refusal can say
+    where the other one runs.
+    """
+    path = state_dir / STATE_LOCK
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        pid, _, other = os.pread(fd, 4096, 0).decode(errors="replace").strip().partition(" ")
+        os.close(fd)
+        raise AlreadyRunning(
+            f"another hvsupervisor (pid {pid or '?'}, run dir {other or '?'}) is already "
+            f"running for state dir {state_dir}; one node has one supervisor") from None
+    return fd
+
+
+def write_pid(fd: int, extra: str = "") -> None:
+    line = f"{os.getpid()} {extra}".strip()
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.pwrite(fd, f"{line}\n".encode(), 0)

@@ -66,6 +66,9 @@ def summary_line(agents: Sequence[AgentStatus], max_len: int = MAX_LEN) -> str:
     parts = []
     for category in _ORDER:
         parts += [_part(a, category) for a in agents if _category(a) == category]
+    # Last: the agent works; the operator should restart it when convenient.
+    parts += [ascii_clean(f"{a.name} restart pending: {_clip(a.restart_pending, MAX_DETAIL)}")
+              for a in agents if a.restart_pending]
     line = head
     for i, part in enumerate(parts):
         rest = len(parts) - i - 1

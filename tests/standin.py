@@ -54,6 +54,34 @@ def sleep_forever() -> None:
         signal.pause()
 
 
+def helper_grandchild(spec: str) -> None:
+    """Like setsid_grandchild, but the grandchild execs ``sleep`` named NAME.
+
+    ``NAME:PIDFILE``: a data-plane helper stand-in (``dnsmasq``, ``haproxy``):
+    its argv[0] is what the supervisor recognises a helper by.
+    """
+    name, _, pidfile = spec.partition(":")
+    try:  # adopt a running one, as neutron's agents do with their pid files
+        pid = int(open(pidfile).read().strip())
+        if open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0] == name.encode():
+            return
+    except (OSError, ValueError):
+        pass
+    mid = os.fork()
+    if mid == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+                write_atomic(pidfile, str(os.getpid()))
+                os.execv("/bin/sleep", [name, "infinity"])
+        finally:
+            os._exit(0)
+    os.waitpid(mid, 0)
+
+
 def setsid_grandchild(pidfile: str) -> None:
     """Double-fork a session leader's child that sleeps forever.
 
@@ -132,7 +160,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ignore-sigterm", action="store_true")
     p.add_argument("--hang", action="store_true")
     p.add_argument("--setsid-grandchild", default=None, metavar="PIDFILE")
+    p.add_argument("--helper-grandchild", action="append", default=[], metavar="NAME:PIDFILE")
     p.add_argument("--grandchild-notify", action="store_true")
+    p.add_argument("--early-ready", action="store_true",
+                   help="send READY=1 at once, before any socket listens (as oslo.service "
+                   "does): the supervisor must still wait for its configured probe")
     p.add_argument("--listen-tcp", default=None, metavar="HOST:PORT")
     p.add_argument("--listen-unix", default=None, metavar="PATH")
     p.add_argument("--flood", type=float, default=None, metavar="SECONDS")
@@ -172,8 +204,13 @@ def main(argv: list[str]) -> int:
         notify(f"STATUS={args.status}")
     if args.setsid_grandchild:
         setsid_grandchild(args.setsid_grandchild)
+    for spec in args.helper_grandchild:
+        helper_grandchild(spec)
     if args.grandchild_notify:
         grandchild_notify()
+    if args.early_ready:
+        notify("READY=1", f"X_PID={os.getpid()}", "X_ROLE=early")
+        say("standin: early READY=1 sent")
     if args.big_line is not None:
         big_line(args.big_line)
     if args.flood is not None:
@@ -195,6 +232,8 @@ def main(argv: list[str]) -> int:
         now = time.monotonic()
         if ready_at is not None and now >= ready_at:
             ready_at = None
+            if args.early_ready:  # before listening: whoever sees it listen sees this line
+                say("standin: listening now")
             if args.listen_tcp:
                 listeners.append(listen_tcp(args.listen_tcp))
             if args.listen_unix:

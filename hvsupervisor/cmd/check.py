@@ -12,7 +12,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from hvsupervisor import paths
+from hvsupervisor import paths, stopbudget
 from hvsupervisor.cmd.common import plans_for_run
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.explain import effective
@@ -21,6 +21,7 @@ from hvsupervisor.host import preflight
 from hvsupervisor.host.wiring import gate_settings
 from hvsupervisor.privsep.checks import user_rows
 from hvsupervisor.render import print_json, table
+from hvsupervisor.systemd import unitfile
 
 
 def _confd_dirs(defaults: Path, override: Path, rels: set[str]) -> list[str]:
@@ -30,6 +31,31 @@ def _confd_dirs(defaults: Path, override: Path, rels: set[str]) -> list[str]:
             if (base / rel).is_dir():
                 out.append(str(base / rel))
     return out
+
+
+def stop_budget_row(settings, plans, root: Path = Path("/")) -> preflight.CheckRow:
+    """Does the installed unit's TimeoutStopSec= cover the longest stop chain?"""
+    budgets = {n: p.stop_timeout for n, p in plans.items()}
+    chain = stopbudget.longest_chain({n: p.after for n, p in plans.items()}, budgets)
+    dataplane = 2 * stopbudget.DATAPLANE_STOP_TIMEOUT if settings.supervisor.stop_dataplane else 0
+    need = stopbudget.required_unit_timeout(chain, dataplane)
+    try:
+        found = unitfile.timeout_stop(root)
+    except ValueError as exc:
+        return preflight.CheckRow("stop budget", "fail", f"{unitfile.UNIT}: {exc}")
+    if found is None:
+        return preflight.CheckRow("stop budget", "ok",
+                                  f"{unitfile.UNIT} not installed or no TimeoutStopSec=; "
+                                  f"the longest stop chain needs {need:g}s")
+    seconds, where = found
+    problem = stopbudget.unit_timeout_problem(seconds, chain, budgets, dataplane, where)
+    if problem:
+        return preflight.CheckRow("stop budget", "fail", problem)
+    shown = "infinity" if not seconds else f"{seconds:g}s"
+    return preflight.CheckRow(
+        "stop budget", "ok",
+        f"TimeoutStopSec={shown} ({where}) covers the longest stop chain, "
+        f"{' -> '.join(chain.agents)}: {need:g}s")
 
 
 def _db_sources(plans: dict, agent: str) -> dict[str, str | None] | None:
@@ -79,6 +105,7 @@ def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
                  ("run_dir", str(settings.run_dir))]
         for spec in settings.agents.values():
             confd.update(spec.config_dirs)
+        rows.append(stop_budget_row(settings, plans))
         rows += preflight.check_nova_db(_db_sources(plans, "nova-api-metadata"),
                                         _db_sources(plans, "nova-compute"))
     rows += preflight.run_checks(libvirt_uri=uri, ovsdb=ovs, ensure_bridges=ensure,

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reload", help="apply changed config: restart only the agents whose "
                                       "plan changed; a bad config is refused whole")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--dry-run", action="store_true",
+                   help="apply nothing: list which agents would restart, start or stop, and "
+                   "the options that changed (as `config diff`)")
 
     p = sub.add_parser("cleanup", help="neutron-ovs-cleanup / neutron-netns-cleanup with the "
                        "node's resolved config (boot only: never while agents run)")
@@ -56,10 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tool_args", nargs=argparse.REMAINDER,
                    help="--dry-run prints the argv; other options (e.g. --force) go to the tool")
 
-    p = sub.add_parser("demo", help="a self-contained demo node under one directory, in the "
-                       "foreground (root; Ctrl-C stops it all)")
+    p = sub.add_parser("demo", help="a self-contained demo node joining a demo cloud, under "
+                       "one directory, in the foreground (root; Ctrl-C stops it all)")
     p.add_argument("--dir", type=Path, default=None,
                    help="the demo directory (default: $HVSUP_DEMO_DIR, else ./.demo)")
+    p.add_argument("--boot", action="store_true",
+                   help="once the node has joined, boot a VM through nova and print its "
+                   "console lines")
 
     p = sub.add_parser("install-units", help="copy the systemd units (and drop-ins naming this "
                        "install's hvsupervisor), tmpfiles.d and logrotate snippets")
@@ -77,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("agent")
     p.add_argument("section")
     p.add_argument("option")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p = csub.add_parser("diff", help="each running agent's plan against the files on disk "
+                        "now: option, old -> new, file:line; which agents a reload restarts")
+    p.add_argument("agent", nargs="?")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p = csub.add_parser("validate", help="resolve every enabled agent's plan; exit 78 if invalid")
     p.add_argument("--format", choices=["table", "json"], default="table")
@@ -97,8 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*[Ee]ventlet.*")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verb == "run":
+        # Before anything slow (oslo imports, plans): a SIGHUP now must not kill us.
+        from hvsupervisor.startsignals import PENDING
+
+        PENDING.install()
     try:
-        module = importlib.import_module(f"hvsupervisor.cmd.{_VERBS[args.verb]}")
+        verb = _VERBS[args.verb]
+        if (args.verb == "reload" and args.dry_run) or (
+                args.verb == "config" and args.config_verb == "diff"):
+            verb = "diff"
+        module = importlib.import_module(f"hvsupervisor.cmd.{verb}")
         return module.main(args)
     except ConfigError as exc:
         print(f"hvsupervisor: {exc}", file=sys.stderr)

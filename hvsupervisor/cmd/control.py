@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -13,13 +14,56 @@ from hvsupervisor.render import print_json, status_table
 from hvsupervisor.rundir import CONTROL_NAME
 
 
-def _status(reply: dict, fmt: str) -> int:
-    node = NodeStatus.from_primitive(reply)
+def _config_pending(args: argparse.Namespace, node: NodeStatus) -> tuple[NodeStatus, str]:
+    """``node`` with "config changed on disk" added to ``restart_pending``; and a note.
+
+    The supervisor reports the code side itself; the config side is the
+    digest of the plan built from disk now against the running one, done
+    here so that the supervisor need not re-read every file on each status.
+    """
+    from hvsupervisor.cmd.common import load
+    from hvsupervisor.config.errors import ConfigError
+    from hvsupervisor.config.plan import build_plans
+
+    try:
+        disk = build_plans(load(args))
+    except ConfigError as exc:
+        return node, f"config on disk does not resolve (a reload would be refused): {exc}"
+    agents = []
+    for a in node.agents:
+        plan = disk.get(a.name)
+        reason = ""
+        if a.pid and plan is None:
+            reason = "no longer enabled on disk"
+        elif a.pid and a.digest and plan.digest != a.digest:
+            reason = "config changed on disk (hvsupervisor config diff)"
+        if reason:
+            reason = "; ".join(r for r in (a.restart_pending, reason) if r)
+            a = dataclasses.replace(a, restart_pending=reason)
+        agents.append(a)
+    return dataclasses.replace(node, agents=tuple(agents)), ""
+
+
+def _status(args: argparse.Namespace, reply: dict, fmt: str) -> int:
+    node, note = _config_pending(args, NodeStatus.from_primitive(reply))
     if fmt == "json":
         print_json(node.to_primitive())
     else:
         print(status_table(node))
+        if note:
+            print(note)
     return 0
+
+
+RELOAD_NOT_SETTLED = 3
+
+
+def reload_exit_code(reply: dict) -> int:
+    """0: applied, and every agent it touched is ready (or stopped, if removed).
+    RELOAD_NOT_SETTLED: applied, but an agent failed or did not settle in
+    reload_timeout (the reply names it). A refused reload exits 1 earlier."""
+    bad = [o for o in reply.get("agents", {}).values() if o not in ("ready", "stopped")]
+    return RELOAD_NOT_SETTLED if bad else 0
 
 
 def run(args: argparse.Namespace, run_dir: Path) -> int:
@@ -36,14 +80,16 @@ def run(args: argparse.Namespace, run_dir: Path) -> int:
         print(f"hvsupervisor: {args.verb} failed: {reply.get('error')}", file=sys.stderr)
         return 1
     if args.verb == "status":
-        return _status(reply, args.format)
+        return _status(args, reply, args.format)
     if args.verb == "reload":
         if args.format == "json":
             print_json(reply)
         else:
             for key in ("restarted", "started", "stopped"):
                 print(f"{key}: {', '.join(reply[key]) or '-'}")
-        return 0
+            for name, outcome in reply.get("agents", {}).items():
+                print(f"  {name}: {outcome}")
+        return reload_exit_code(reply)
     print(f"{args.verb}: {', '.join(reply['agents'])}")
     return 0
 

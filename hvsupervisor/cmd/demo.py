@@ -11,4 +11,4 @@ def main(args: argparse.Namespace) -> int:
     from hvsupervisor.demo import node
 
     demo_dir = args.dir or Path(os.environ.get("HVSUP_DEMO_DIR") or ".demo")
-    return node.run(demo_dir, args.defaults_dir)
+    return node.run(demo_dir, args.defaults_dir, boot_vm=args.boot)

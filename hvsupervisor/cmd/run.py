@@ -1,9 +1,12 @@
 """``hvsupervisor run``: the supervisor's main process.
 
-Order matters here: config is resolved and validated first (exit 78 before
-anything starts), then the run-dir lock makes a second supervisor refuse to
-start, then ``--daemon`` detaches (python-daemon; the lock's open file
-survives the fork), and only then the asyncio loop starts.
+Order matters here: the signal handlers come first (cmd/cli.py installs
+startsignals before anything slow), then config is resolved and validated
+(exit 78 before anything starts), then two locks make a second supervisor
+refuse to start: the run dir's (its sockets) and the state dir's (the node,
+rundir.take_state_lock). Then ``--daemon`` detaches (python-daemon; the
+locks' open files survive the fork), what a dead predecessor left running is
+stopped (agentrecord.py), and only then the asyncio loop starts.
 """
 
 from __future__ import annotations
@@ -14,16 +17,46 @@ import sys
 
 from hvsupervisor.cmd.common import load, plans_for_run, prepare_own_log
 from hvsupervisor.config.settings import Settings
-from hvsupervisor.rundir import CONTROL_NAME, AlreadyRunning, make_dirs, take_lock, write_pid
+from hvsupervisor.rundir import (
+    CONTROL_NAME,
+    AlreadyRunning,
+    make_dirs,
+    take_lock,
+    take_state_lock,
+    write_pid,
+)
 
 
-async def _serve(settings: Settings, plans) -> int:
+def stop_leftovers(settings: Settings, plans: dict):
+    """Stop the agents a dead supervisor left running; return the record for this run.
+
+    Each gets its plan's stop budget (stopbudget.py: the catalog's stop_timeout, or its
+    graceful_shutdown_timeout + margin); the catalog's own value may be unset.
+    """
+    from hvsupervisor.agentrecord import AgentRecord
+    from hvsupervisor.agentrecord import stop_leftovers as stop
+
+    record = AgentRecord.for_state_dir(settings.state_dir)
+    record.ensure()
+    left = record.leftovers()
+    if left:
+        default = max((p.stop_timeout for p in plans.values()), default=30.0)
+        alive = stop(left, lambda name: plans[name].stop_timeout
+                     if name in plans else default)
+        for entry in left:
+            if entry.pid not in alive:
+                record.remove(entry.pid)
+    return record
+
+
+async def _serve(settings: Settings, plans, record, dir_overrides) -> int:
     from hvsupervisor.control.server import ControlServer
     from hvsupervisor.host.wiring import make_gates
     from hvsupervisor.supervisor import Supervisor
     from hvsupervisor.systemd.notify import SystemdNotifier
 
-    sup = Supervisor(settings, plans, notifier=SystemdNotifier(), gate_factory=make_gates)
+    sup = Supervisor(settings, plans, notifier=SystemdNotifier(), gate_factory=make_gates,
+                     record=record, dir_overrides=dir_overrides)
     control = ControlServer(sup, settings.run_dir / CONTROL_NAME)
     await control.start()
     try:
@@ -33,24 +66,38 @@ async def _serve(settings: Settings, plans) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    return run(load(args), daemonize=args.daemon)
+    return run(load(args), daemonize=args.daemon,
+               dir_overrides=(args.state_dir, args.log_dir, args.run_dir))
 
 
-def run(settings: Settings, daemonize: bool = False) -> int:
+def run(settings: Settings, daemonize: bool = False,
+        dir_overrides: tuple[str | None, str | None, str | None] | None = None) -> int:
+    """``dir_overrides``: the command line's (state, log, run) dirs, so a reload
+    re-resolves the dirs exactly as this start did and can tell a changed one."""
+    from hvsupervisor.startsignals import PENDING
+
     plans = plans_for_run(settings)  # ConfigError -> exit 78 before anything starts
     make_dirs(settings)
     try:
         lock_fd = take_lock(settings.run_dir)
+        state_fd = take_state_lock(settings.state_dir, settings.run_dir)
     except AlreadyRunning as exc:
         print(f"hvsupervisor: {exc}", file=sys.stderr)
         return 1
     if daemonize:
+        import signal
+
         import daemon
 
+        # signal_map: python-daemon's default maps SIGTERM to a SystemExit raised
+        # from the handler; keep startsignals' handlers until the loop takes over.
+        ignore = {signal.SIGTSTP: None, signal.SIGTTIN: None, signal.SIGTTOU: None}
         ctx = daemon.DaemonContext(working_directory="/", umask=0o027,
-                                   files_preserve=[lock_fd], detach_process=True)
+                                   files_preserve=[lock_fd, state_fd], detach_process=True,
+                                   signal_map=ignore)
         ctx.open()
     write_pid(lock_fd)
+    write_pid(state_fd, str(settings.run_dir))
     assert settings.conf is not None
     from oslo_log import log as oslo_log  # only the run path pays for oslo.log
 
@@ -59,4 +106,9 @@ def run(settings: Settings, daemonize: bool = False) -> int:
     log = oslo_log.getLogger("hvsupervisor.config")
     for warning in settings.warnings:  # what `config validate` warns about, in the journal
         log.warning("%s", warning)
-    return asyncio.run(_serve(settings, plans))
+    record = stop_leftovers(settings, plans)
+    if PENDING.stop is not None:  # asked to stop before anything started
+        return 0
+    if dir_overrides is None:
+        dir_overrides = (str(settings.state_dir), str(settings.log_dir), str(settings.run_dir))
+    return asyncio.run(_serve(settings, plans, record, dir_overrides))

@@ -15,11 +15,12 @@ import json
 import os
 import re
 import shutil
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hvsupervisor import paths
+from hvsupervisor import paths, stopbudget
 from hvsupervisor.config import layers
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.parse import ParsedFile, parse_file
@@ -48,6 +49,11 @@ class Plan:
     after: tuple[str, ...] = ()
     host_gates: tuple[str, ...] = ()
     stop_timeout: float = 30.0
+    # Not in the digest either: how the supervisor stops the daemon is not
+    # something the daemon sees while it runs (a changed value applies at
+    # the next stop, without a restart).
+    stop_signal: int = signal.SIGTERM
+    stop_source: str = ""
     # Made before each start; not in the digest: creating a directory changes
     # nothing the running daemon sees.
     directories: tuple[str, ...] = ()
@@ -186,6 +192,10 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
     if ident is not None:  # a changed uid/gid/groups restarts the agent
         blobs = [*blobs, ident.key().encode()]
     ready = ReadyRule.parse(sub(spec.ready, "ready"))
+    budget = stopbudget.agent_budget(
+        spec.stop_timeout, spec.stop_margin,
+        stopbudget.graceful_timeout(((str(pf.path), pf.sections) for pf in parsed), env),
+        spec.graceful_shutdown_default)
     return Plan(
         agent=spec.name,
         argv=tuple(argv),
@@ -195,7 +205,9 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         ready=ready,
         after=spec.after,
         host_gates=spec.host_gates,
-        stop_timeout=spec.stop_timeout,
+        stop_timeout=budget.seconds,
+        stop_signal=spec.stop_signal,
+        stop_source=budget.source,
         directories=tuple(sub(d, "directories") for d in spec.directories),
         parsed=tuple(parsed),
         identity=ident,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,9 +44,12 @@ class AgentSpec:
     after: tuple[str, ...]
     host_gates: tuple[str, ...]
     ready: str
-    stop_timeout: float
+    stop_timeout: float | None
     environment: tuple[tuple[str, str], ...]
     directories: tuple[str, ...] = ()
+    stop_signal: int = signal.SIGTERM
+    stop_margin: float = 10.0
+    graceful_shutdown_default: float = 60.0
     # Who the agent runs as (privsep/identity.py); "" = root, as before.
     user: str = ""
     group: str = ""
@@ -62,7 +66,9 @@ class AgentSpec:
 @dataclass(frozen=True)
 class SupervisorSettings:
     ready_timeout: float
+    reload_timeout: float
     stop_dataplane: bool
+    dataplane_helpers: list
     ensure_bridges: bool
     restart_sec: float
     restart_max_delay: float
@@ -295,6 +301,9 @@ def _agent(conf: cfg.ConfigOpts, loc: _Locator, name: str) -> AgentSpec:
         host_gates=tuple(get("host_gates")[0]),
         ready=get("ready")[0],
         stop_timeout=get("stop_timeout")[0],
+        stop_signal=signal.Signals[get("stop_signal")[0]].value,
+        stop_margin=get("stop_margin")[0],
+        graceful_shutdown_default=get("graceful_shutdown_default")[0],
         environment=tuple(sorted(env.items())),
         directories=tuple(get("directories")[0]),
         env_origin=tuple((k, *origin[k]) for k in sorted(origin)),

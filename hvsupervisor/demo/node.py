@@ -1,14 +1,21 @@
 """Run the demo node in the foreground; Ctrl-C stops it with nothing left behind.
 
-Order: a private netns, OVS and RabbitMQ inside it (services.py), the
-override snippets (profile.py), then ``hvsupervisor run`` inside it with
-every layer dir under the demo dir. The supervisor's output goes to this
-terminal; the agents' logs go to ``<demo>/log``.
+Order: a private netns; inside it the demo cloud the node joins
+(cloud.py: OVS, RabbitMQ, Placement, nova-api/conductor/scheduler,
+neutron, glance, the same launcher the e2e tier uses) and a private
+libvirtd (libvirtd.py); the override snippets (profile.py); then
+``hvsupervisor run`` inside it with every layer dir under the demo dir. The
+supervisor's output goes to this terminal; the agents' logs go to
+``<demo>/log``, the cloud's to ``<demo>/cloud/cp-logs``. With ``--boot``,
+once the node has joined, a VM is booted through nova (boot.py) and its
+console lines are printed.
 
 Stopping (SIGINT, SIGTERM, or the supervisor exiting by itself): the
-signal is forwarded to the supervisor, which stops its agents; then OVS
-bridges are deleted, OVS and RabbitMQ/epmd stopped by pid, and the netns
-deleted, killing anything that still ran inside (reported: it is a bug).
+signal is forwarded to the supervisor, which stops its agents (and, with
+``stop_dataplane``, dnsmasq/haproxy); then libvirtd (its domains are
+destroyed first), the cloud, OVS bridges, OVS, and the netns with the
+qdhcp-/qrouter- namespaces the agents made, killing anything that still
+ran inside (reported: it is a bug).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +35,17 @@ from hvsupervisor import paths, rundir
 from hvsupervisor.config.errors import EX_CONFIG, ConfigError
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings
-from hvsupervisor.demo import database, profile, services
+from hvsupervisor.demo import boot, cloud, guest, libvirtd, profile, services
 from hvsupervisor.opts import SIX_AGENTS
 
 HOST = "hvsup-demo"
-RABBIT_PORT = 5672  # inside the demo's own netns: no clash with the host's
-AGENT_COUNT_TIMEOUT = 300.0
+NEUTRON_AGENTS = ("neutron-openvswitch-agent", "neutron-dhcp-agent", "neutron-l3-agent",
+                  "neutron-metadata-agent")
+JOIN_TIMEOUT = 300.0
 SUPERVISOR_STOP_TIMEOUT = 120.0  # above the catalog's longest stop_timeout + dataplane
-TOOLS = ("ip", "ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "epmd")
+TOOLS = ("ip", "nsenter", "ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "epmd",
+         "curl", "dnsmasq", "haproxy", "qemu-system-x86_64")
+MODULES = ("nova", "neutron", "placement", "glance", "libvirt")
 
 
 @dataclass(frozen=True)
@@ -43,24 +54,53 @@ class Layout:
 
     root: Path
 
-    override = property(lambda self: self.root / "override")
-    state = property(lambda self: self.root / "state")
-    log = property(lambda self: self.root / "log")
-    run = property(lambda self: self.root / "run")
-    ovs = property(lambda self: self.root / "ovs")
-    rabbit = property(lambda self: self.root / "rabbit")
+    @property
+    def override(self) -> Path:
+        return self.root / "override"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def cloud(self) -> Path:
+        """The demo cloud's root (cloud.py): ovs/, rabbit/, db/ (kept), cp-logs/."""
+        return self.root / "cloud"
+
+    @property
+    def ovs(self) -> Path:
+        return self.cloud / "ovs"
+
+    @property
+    def libvirt(self) -> Path:
+        return self.root / "libvirt"
+
+    @property
+    def guest(self) -> Path:
+        return self.root / "guest"
 
     @property
     def control_socket(self) -> Path:
         return self.run / rundir.CONTROL_NAME
 
     def prepare(self) -> None:
-        """Fresh run-time dirs (a killed earlier run may have left sockets); keep logs/state."""
-        self.root.mkdir(mode=0o750, parents=True, exist_ok=True)
-        for stale in (self.ovs, self.rabbit, self.run):
+        """Fresh run-time dirs (a killed earlier run may have left sockets); keep logs,
+        state and the cloud's databases."""
+        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self.root.chmod(0o711)  # dnsmasq ("nobody") reads files under state/
+        for stale in (self.ovs, self.cloud / "rabbit", self.run, self.libvirt):
             shutil.rmtree(stale, ignore_errors=True)
-        for d in (self.state, self.log, self.run, self.ovs, self.rabbit):
+        for d in (self.log, self.run, self.ovs, self.cloud):
             d.mkdir(mode=0o750, parents=True, exist_ok=True)
+        self.state.mkdir(mode=0o711, parents=True, exist_ok=True)
 
 
 def preflight() -> str | None:
@@ -69,14 +109,23 @@ def preflight() -> str | None:
         return "run as root: the demo creates a network namespace and OVS bridges"
     for tool in TOOLS:
         if shutil.which(tool) is None:
-            return f"{tool} not found: install openvswitch-switch, rabbitmq-server, iproute2 " \
-                   f"(./run_demo does)"
+            return f"{tool} not found: ./run_demo installs the Debian packages the demo needs"
     if not services.RABBIT.exists():
         return f"{services.RABBIT} not found: install rabbitmq-server (./run_demo does)"
-    for mod in ("nova", "neutron"):
+    problem = libvirtd.missing()
+    if problem:
+        return problem
+    for mod in MODULES:
         if importlib.util.find_spec(mod) is None:
             return (f"python module {mod!r} is not installed beside {sys.executable}: "
-                    f"./run_demo builds a venv with nova and neutron")
+                    f"./run_demo builds a venv with nova, neutron, placement, glance and "
+                    f"libvirt-python")
+    try:
+        guest.host_kernel()
+    except FileNotFoundError as exc:
+        return str(exc)
+    if not guest.BUSYBOX.exists():
+        return f"{guest.BUSYBOX} missing: install busybox-static (./run_demo does)"
     return None
 
 
@@ -126,65 +175,155 @@ def agents_up(agents: list[dict] | None) -> bool:
                                 for a in agents)
 
 
-def banner(layout: Layout, ns: services.Netns) -> str:
+def _agents(layout: Layout) -> list[dict] | None:
+    from hvsupervisor.control.client import ControlError, call
+
+    try:
+        return call(layout.control_socket, {"cmd": "status"}, timeout=10)["agents"]
+    except (ControlError, OSError, ValueError, KeyError):
+        return None
+
+
+def joined(cp: cloud.ControlPlane, agents: list[dict] | None, since: float) -> str | None:
+    """Why the node counts as joined (one line), or None: every agent ready in the
+    supervisor, nova-compute up in nova's services, the four neutron agents alive."""
+    if not agents or not all(a["ready"] for a in agents):
+        return None
+    if cp.compute_service_up(HOST, since) is None:
+        return None
+    alive = {a["binary"] for a in cp.neutron_agents() if a["host"] == HOST and a["alive"]}
+    if not set(NEUTRON_AGENTS) <= alive:
+        return None
+    return (f"{len(agents)}/{len(agents)} agents ready; nova-compute up in nova's services; "
+            f"{len(NEUTRON_AGENTS)} neutron agents alive in GET /v2.0/agents")
+
+
+def banner(layout: Layout, ns: services.Netns, cp: cloud.ControlPlane, virt_type: str,
+           booting: bool) -> str:
     demo = layout.root
+    boot_line = ("booting a VM now (--boot): its console lines follow" if booting else
+                 "boot a VM:  hvsupervisor demo --boot   (instead of this command)")
     return f"""
 ==============================================================================
- hvsupervisor demo node "{HOST}": six real OpenStack agents under one supervisor
+ hvsupervisor demo node "{HOST}" joins a demo cloud: six real OpenStack agents
+ under one supervisor, a real VM on request
 ------------------------------------------------------------------------------
- runs (netns {ns.name}):
-   Open vSwitch (private ovsdb-server + ovs-vswitchd, datapath_type=netdev)
-   RabbitMQ on 127.0.0.1:{RABBIT_PORT} with its own epmd
-   hvsupervisor run -> nova-compute, nova-api-metadata, neutron-openvswitch-agent,
-                       neutron-dhcp-agent, neutron-l3-agent, neutron-metadata-agent
- nova-compute uses nova's fake driver ({profile.FAKE_DRIVER}), not
- libvirt. There is no cloud control plane (no nova-conductor, placement or
- neutron-server): the agents run and wait for it, and their logs say so
- within a minute ("Timed out waiting for nova-conductor", "Timeout in RPC
- method has_alive_neutron_server"). The OVS agent builds br-int meanwhile.
+ netns {ns.name}:
+   the cloud (same launcher as the e2e tests): RabbitMQ, Placement, nova-api
+     :{cp.nova_api_port}, nova-conductor, nova-scheduler, neutron :{cp.neutron_port} (ML2/OVS,
+     router), glance :{cp.glance_port}; sqlite, no keystone (token "admin")
+   Open vSwitch (private, datapath_type=netdev), libvirtd (private, virt_type={virt_type})
+   hvsupervisor run -> nova-compute (libvirt), nova-api-metadata,
+                       neutron-openvswitch-agent, -dhcp-agent, -l3-agent, -metadata-agent
  everything lives in {demo}
-   logs      {layout.log}/<agent>.log
-   config    hvsupervisor --override-dir {layout.override} ... config plan AGENT
-   ovsdb     ovs-vsctl --db=unix:{layout.ovs}/db.sock show
+   agent logs  {layout.log}/<agent>.log     cloud logs  {layout.cloud}/cp-logs
+   ovsdb       ovs-vsctl --db=unix:{layout.ovs}/db.sock show
+   the cloud   nsenter --net=/run/netns/{ns.name} curl -H 'X-Auth-Token: admin' \
+                 http://127.0.0.1:{cp.nova_api_port}/v2.1/os-services
  from a second terminal:
    hvsupervisor --run-dir {layout.run} status
- Ctrl-C stops everything (agents, OVS, RabbitMQ, the netns).
+ {boot_line}
+ Ctrl-C stops everything (VM, agents, cloud, OVS, libvirtd, the netns).
 ==============================================================================
 """
 
 
-def _watch(layout: Layout, ns: services.Netns, sup: services.Proc, t0: float) -> int:
-    """Banner when the control socket answers, one line when all agents are up; wait."""
-    shown = up = False
+def _boot(cp: cloud.ControlPlane, layout: Layout, image_id: str, timings: dict) -> None:
+    """Boot the demo VM, print its console lines as they come (a thread)."""
+    say = lambda msg: print(f"hvsupervisor demo: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        net = boot.ensure_network(cp)
+        booted = boot.boot(cp, HOST, image_id, net)
+        timings["boot_to_active"] = booted.timings["active"] - booted.timings["post"]
+        say(f"VM {booted.server_id} ACTIVE on {booted.host} in "
+            f"{timings['boot_to_active']:.1f} s, fixed IP {booted.fixed_ip}; console:")
+        seen = 0
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            lines = guest.parse_console(boot.console(cp, booted.server_id))
+            for n, kind, value in lines[seen:]:
+                say(f"  console: {guest.MARK} n={n} {kind}={value}")
+                if kind == "uuid" and value == booted.server_id and "metadata" not in timings:
+                    timings["metadata"] = time.monotonic() - booted.timings["active"]
+                    say(f"VM read its uuid through this node's metadata path "
+                        f"{timings['metadata']:.1f} s after ACTIVE")
+            seen = len(lines)
+            if "metadata" in timings and seen >= 4:
+                break
+            time.sleep(2)
+        say(f"VM stays up; console: nsenter --net=/run/netns/{cp.ns.name} curl -s -H "
+            f"'X-Auth-Token: admin' -H 'Content-Type: application/json' -d "
+            f"'{{\"os-getConsoleOutput\": {{}}}}' "
+            f"http://127.0.0.1:{cp.nova_api_port}/v2.1/servers/{booted.server_id}/action")
+    except (boot.BootError, TimeoutError, OSError, KeyError, IndexError) as exc:
+        say(f"boot failed: {exc}")
+
+
+def _watch(layout: Layout, ns: services.Netns, cp: cloud.ControlPlane, sup: services.Proc,
+           t0: float, virt_type: str, image_id: str | None) -> int:
+    """Banner when the control socket answers, one line when the node has joined the
+    cloud (then the boot, if asked); wait for the supervisor."""
+    shown = done = False
+    since = time.time()
+    timings: dict[str, float] = {}
     while sup.alive():
         if not shown and layout.control_socket.exists() and _agents(layout) is not None:
-            print(banner(layout, ns), file=sys.stderr, flush=True)
+            print(banner(layout, ns, cp, virt_type, image_id is not None), file=sys.stderr,
+                  flush=True)
             shown = True
-        if shown and not up:
-            agents = _agents(layout)
-            if agents_up(agents):
-                up = True
-                print(f"hvsupervisor demo: {len(agents or [])} agents up "
-                      f"{time.monotonic() - t0:.1f} s after start", file=sys.stderr, flush=True)
+        if shown and not done:
+            why = joined(cp, _agents(layout), since)
+            if why:
+                done = True
+                print(f"hvsupervisor demo: joined the cloud {time.monotonic() - t0:.1f} s "
+                      f"after start: {why}", file=sys.stderr, flush=True)
+                if image_id is not None:
+                    threading.Thread(target=_boot, args=(cp, layout, image_id, timings),
+                                     name="demo-boot", daemon=True).start()
+            elif time.monotonic() - t0 > JOIN_TIMEOUT:
+                done = True
+                print(f"hvsupervisor demo: not joined after {JOIN_TIMEOUT:.0f} s: see "
+                      f"hvsupervisor --run-dir {layout.run} status and {layout.log}",
+                      file=sys.stderr, flush=True)
         try:
-            sup.popen.wait(1.0)
+            sup.popen.wait(2.0)
         except subprocess.TimeoutExpired:
             pass
     return sup.popen.returncode
 
 
-def _teardown(sig: _Signals, ns: services.Netns | None, ovs: services.Ovs | None,
-              rabbit: list[services.Proc], sup: services.Proc | None) -> list[int]:
+def _agent_namespaces(cp: cloud.ControlPlane | None) -> list[str]:
+    """The qdhcp-/qrouter- namespaces neutron's agents made for the demo's networks
+    (they outlive the agents); asked of neutron while it still runs."""
+    if cp is None:
+        return []
+    names = []
+    for kind, path, prefix in (("networks", "/v2.0/networks", "qdhcp-"),
+                               ("routers", "/v2.0/routers", "qrouter-")):
+        body = cp.get(cp.neutron_port, path)
+        names += [prefix + item["id"] for item in (body or {}).get(kind, [])]
+    return [n for n in names if Path("/run/netns", n).exists()]
+
+
+def _teardown(sig: _Signals, ns: services.Netns | None, cp: cloud.ControlPlane | None,
+              virt: libvirtd.LibvirtDaemon | None, sup: services.Proc | None) -> list[int]:
     """Stop in reverse order, by pid; returns pids that had to be killed in the netns."""
     sig.tearing_down = True
+    agent_ns = _agent_namespaces(cp) if cp is not None and ns is not None else []
+    if virt is not None:  # qemu first: its tap goes with it
+        virt.destroy_domains()
     if sup is not None and sup.alive():
         services.killpg(sup.pid, sig.received or signal.SIGTERM)
         sup.stop(SUPERVISOR_STOP_TIMEOUT)  # waits; SIGKILL past the timeout
-    if ovs is not None:
-        ovs.delete_bridges()
-        ovs.stop()
-    for proc in reversed(rabbit):
-        proc.stop(15)
+    if virt is not None:
+        virt.teardown()
+    if cp is not None:
+        cp.stop()
+        if cp.ovs is not None:
+            cp.ovs.delete_bridges()
+            cp.ovs.stop()
+    for name in agent_ns:
+        services.Netns(name).destroy()
     left: list[int] = []
     if ns is not None:
         try:  # zombies of killed groups drain from the netns within moments
@@ -195,7 +334,37 @@ def _teardown(sig: _Signals, ns: services.Netns | None, ovs: services.Ovs | None
     return left
 
 
-def run(demo_dir: Path, defaults_dir: Path | None = None) -> int:
+def _dnsmasq_conf(layout: Layout) -> Path | None:
+    """A dnsmasq config keeping dnsmasq root, if "nobody" cannot reach the state dir.
+
+    dnsmasq drops to "nobody" and re-reads its hosts file from
+    ``{state_dir}/neutron/dhcp`` whenever a port is added; if any directory on
+    the way is closed to others (a demo dir under /root, say), it silently
+    answers no DHCP request. A node's real state dir is 0711 all the way
+    (units: StateDirectoryMode); the demo cannot choose where it is run from.
+    """
+    reachable = all(d.stat().st_mode & 0o001 for d in [layout.state, *layout.state.parents])
+    if reachable:
+        return None
+    conf = layout.root / "dnsmasq.conf"
+    conf.write_text("# hvsupervisor demo: the demo dir is closed to 'nobody'\nuser=root\n")
+    return conf
+
+
+def _virt_type(layout: Layout, image: guest.GuestImage) -> str:
+    """kvm if the guest boots under KVM here, else qemu; probed once, remembered."""
+    memo = layout.root / "virt-type"
+    key = f"{image.kernel} {image.kernel_release}"
+    if memo.exists():
+        recorded = memo.read_text().split("\n")
+        if len(recorded) >= 2 and recorded[1] == key and recorded[0] in ("kvm", "qemu"):
+            return recorded[0]
+    found = "kvm" if boot.kvm_boots(image) else "qemu"
+    memo.write_text(f"{found}\n{key}\n")
+    return found
+
+
+def run(demo_dir: Path, defaults_dir: Path | None = None, boot_vm: bool = False) -> int:
     """The ``hvsupervisor demo`` verb: returns the exit code."""
     problem = preflight()
     if problem:
@@ -218,47 +387,59 @@ def run(demo_dir: Path, defaults_dir: Path | None = None) -> int:
     sig = _Signals()
     sig.install()
     ns: services.Netns | None = None
-    ovs: services.Ovs | None = None
-    rabbit: list[services.Proc] = []
+    cp: cloud.ControlPlane | None = None
+    virt: libvirtd.LibvirtDaemon | None = None
     sup: services.Proc | None = None
     rc = 1
+    say = lambda msg: print(f"hvsupervisor demo: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     try:
         layout.prepare()
         ns = services.Netns.create("hvsup-demo")
-        env = services.scrubbed_env(bindir=paths.bindir())
-        ovs = services.start_ovs(ns, layout.ovs, env)
-        rabbit = services.start_rabbit(ns, layout.rabbit, RABBIT_PORT, env)
-        profile.write_profile(
-            layout.override, layout.state, HOST,
-            f"rabbit://guest:guest@127.0.0.1:{RABBIT_PORT}/", ovs.connection,
-            database.connection(layout.state), ovs.env())
-        plans = build_plans(load_settings(defaults, layout.override, str(layout.state),
-                                          str(layout.log), str(layout.run)))
-        if database.sync(plans[database.AGENT], layout.state, paths.bindir(),
-                         layout.log / "nova-manage.log", env):
-            print(f"hvsupervisor demo: nova database created in {layout.state} "
-                  f"({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
+        bindir = paths.bindir()
+        image = guest.build(layout.guest)
+        virt_type = _virt_type(layout, image)
+        virt = libvirtd.LibvirtDaemon(layout.libvirt, netns=ns.name, qemu_as_root=True,
+                                      cache_keep=layout.root / "libvirt-cache")
+        # The node's snippets first (they only name paths and ports), so that a
+        # config error stops the demo (rc 78) before anything else starts.
+        planned = cloud.ControlPlane(layout.cloud, ns, bindir, bindir.parent, full=True)
+        dnsmasq_conf = _dnsmasq_conf(layout)
+        if dnsmasq_conf is not None:
+            say(f"{layout.state} is not reachable by 'nobody': dnsmasq stays root "
+                f"({dnsmasq_conf})")
+        profile.write_profile(layout.override, planned, HOST, virt.uri, virt_type,
+                              dnsmasq_conf)
+        build_plans(load_settings(defaults, layout.override, str(layout.state),
+                                  str(layout.log), str(layout.run)))
+        cp = cloud.start_control_plane(layout.cloud, bindir=bindir, prefix=bindir.parent,
+                                       full=True, ns=ns, keep_databases=True)
+        say(f"cloud up {time.monotonic() - t0:.1f} s after start "
+            f"({'databases built' if 'databases' in cp.timings else 'databases kept'})")
+        virt.setup()
+        virt.start()
+        image_id = boot.upload_guest(cp, layout.guest)[0] if boot_vm else None
         argv = [sys.executable, "-m", "hvsupervisor", "--defaults-dir", str(defaults),
                 "--override-dir", str(layout.override), "--state-dir", str(layout.state),
                 "--log-dir", str(layout.log), "--run-dir", str(layout.run), "run"]
-        sup = ns.spawn("hvsupervisor", argv, None, env, cwd=layout.run)
+        sup = ns.spawn("hvsupervisor", argv, None, cp.env(), cwd=layout.run)
         sig.supervisor = sup
-        rc = _watch(layout, ns, sup, t0)
+        rc = _watch(layout, ns, cp, sup, t0, virt_type, image_id)
         if sig.received is None:
-            print(f"hvsupervisor demo: the supervisor exited rc={rc}", file=sys.stderr)
+            say(f"the supervisor exited rc={rc}")
             rc = rc or 1
     except _Interrupted:
         rc = 128 + (sig.received or signal.SIGINT)
     except ConfigError as exc:
-        print(f"hvsupervisor demo: {exc}", file=sys.stderr)
+        say(str(exc))
         rc = EX_CONFIG
-    except (OSError, RuntimeError, TimeoutError, subprocess.SubprocessError) as exc:
-        print(f"hvsupervisor demo: {exc}", file=sys.stderr)
+    except (OSError, RuntimeError, TimeoutError, subprocess.SubprocessError,
+            boot.BootError) as exc:
+        say(str(exc))
         rc = 1
     finally:
-        left = _teardown(sig, ns, ovs, rabbit, sup)
+        left = _teardown(sig, ns, cp, virt, sup)
     if left:
-        print(f"hvsupervisor demo: killed processes left in the netns: {left}", file=sys.stderr)
+        say(f"killed processes left in the netns: {left}")
         rc = rc or 1
-    print(f"hvsupervisor demo: stopped (rc={rc}); logs kept in {layout.log}", file=sys.stderr)
+    say(f"stopped (rc={rc}); logs kept in {layout.log} and {layout.cloud / 'cp-logs'}")
     return rc

@@ -1,18 +1,18 @@
 """The demo node's override dir: conf.d snippets over the shipped defaults.
 
 The shipped defaults stay as they are; the demo only adds snippets, as an
-operator would (README.md, "Configuration"): site values (host, bus, private
-ovsdb) and what a fresh machine without a cloud cannot provide:
+operator would (README.md, "Configuration"): the site values that join the node to
+the demo cloud (demo/cloud.py: bus, databases, Placement, neutron, glance,
+the metadata secret) and what this machine kind cannot provide:
 
-- no OVS kernel module: ``datapath_type = netdev`` (doc/upstream-behaviour.md section 11);
+- no OVS kernel module: ``datapath_type = netdev``;
 - no kernel conntrack for the OVS firewall: ``firewall_driver = noop``;
-- no libvirtd/KVM promised: nova's ``fake.PredictableNodeUUIDDriver``, whose
-  node uuid is uuid5(DNS, host), with that uuid in ``$state_path/compute_id``
-  (so a restart keeps the node identity), and the libvirt gate emptied for
-  nova-compute in a catalog snippet;
-- no cloud database: a local sqlite nova DB (demo/database.py) so that
-  nova-api-metadata can load, in ``nova/nova-api-metadata.conf.d`` (the
-  directory only that agent reads).
+- no tunnels: a flat ``physnet1`` on ``br-phys``, made by the supervisor
+  (``[supervisor] ensure_bridges``), metadata from the DHCP namespace;
+- the demo's private libvirtd (``connection_uri``) and ``virt_type = qemu``
+  unless KVM really boots a guest here (demo/boot.py ``kvm_boots``).
+
+nova-compute keeps the shipped libvirt driver and libvirt gate.
 """
 
 from __future__ import annotations
@@ -21,20 +21,10 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from hvsupervisor.demo import cloud
+from hvsupervisor.demo.ini import write_ini
+
 SNIPPET = "50-demo.conf"
-FAKE_DRIVER = "fake.PredictableNodeUUIDDriver"
-
-
-def write_ini(path: Path, sections: Mapping[str, Mapping[str, object]]) -> Path:
-    """Write an oslo-style ini (sections in the given order) from a dict of sections."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines: list[str] = []
-    for section, options in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {v}" for k, v in options.items()]
-        lines.append("")
-    path.write_text("\n".join(lines))
-    return path
 
 
 def write_compute_id(state_dir: Path, host: str) -> str:
@@ -60,32 +50,22 @@ def catalog_env_snippet(target: Path, extra_env: Mapping[str, str],
     return write_ini(target, sections)
 
 
-def write_profile(override: Path, state_dir: Path, host: str,
-                  transport_url: str, ovsdb_connection: str, nova_db: str,
-                  ovs_env: Mapping[str, str]) -> list[Path]:
-    """Every demo snippet under ``override``; returns the files written."""
-    files = [
-        write_ini(override / "nova" / "nova.conf.d" / SNIPPET, {
-            "DEFAULT": {"host": host, "transport_url": transport_url,
-                        "compute_driver": FAKE_DRIVER},
-            "os_vif_ovs": {"ovsdb_connection": ovsdb_connection},
-        }),
-        # nova-api-metadata's worker needs it to boot (demo/database.py); only
-        # that agent reads this dir, so nova-compute never sees the credentials.
-        write_ini(override / "nova" / "nova-api-metadata.conf.d" / SNIPPET, {
-            "database": {"connection": nova_db},
-        }),
-        write_ini(override / "neutron" / "neutron.conf.d" / SNIPPET, {
-            "DEFAULT": {"host": host, "transport_url": transport_url},
-            "ovs": {"ovsdb_connection": ovsdb_connection, "datapath_type": "netdev"},
-            "securitygroup": {"firewall_driver": "noop"},
-        }),
-        catalog_env_snippet(override / "hvsupervisor.conf.d" / SNIPPET, ovs_env,
-                            {"agent:nova-compute": {"host_gates": ""},
-                             # the demo's metrics stay in the demo dir, not the host's
-                             # node_exporter textfile dir
-                             "supervisor": {"metrics_textfile":
-                                            str(state_dir / "hvsupervisor.prom")}}),
-    ]
-    write_compute_id(state_dir, host)
+def write_profile(override: Path, cp, host: str, libvirt_uri: str,
+                  virt_type: str, dnsmasq_conf: Path | None = None) -> list[Path]:
+    """Every demo snippet under ``override`` for a node of cloud ``cp``; the files.
+
+    ``dnsmasq_conf``: a dnsmasq config file for the DHCP agent
+    (``dnsmasq_config_file``), see node.py ``_dnsmasq_conf``.
+    """
+    files = cloud.node_snippets(cp, override, host, compute_driver="libvirt.LibvirtDriver",
+                                flat_network=True, name=SNIPPET)
+    if dnsmasq_conf is not None:
+        files.append(write_ini(override / "neutron" / "neutron.conf.d" / "60-demo-dnsmasq.conf",
+                               {"DEFAULT": {"dnsmasq_config_file": dnsmasq_conf}}))
+    files.append(write_ini(override / "nova" / "nova.conf.d" / "60-demo-libvirt.conf", {
+        "libvirt": {"virt_type": virt_type, "cpu_mode": "none", "connection_uri": libvirt_uri},
+    }))
+    files.append(catalog_env_snippet(
+        override / "hvsupervisor.conf.d" / SNIPPET, cp.ovs_env(),
+        {"supervisor": {"ensure_bridges": "true"}}))
     return files

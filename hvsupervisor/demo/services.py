@@ -104,7 +104,11 @@ class Netns:
         return cls(name)
 
     def prefix(self) -> list[str]:
-        return ["ip", "netns", "exec", self.name]
+        """``nsenter --net``, not ``ip netns exec``: the latter runs the command in a
+        private mount namespace, so the ``qdhcp-``/``qrouter-`` namespaces neutron's
+        agents add under /run/netns would be invisible (and left behind) on the host
+        (doc/upstream-behaviour.md, "Booting a VM")."""
+        return ["nsenter", f"--net=/run/netns/{self.name}", "--"]
 
     def run(self, argv: Sequence[str], **kw) -> subprocess.CompletedProcess:
         kw.setdefault("capture_output", True)

@@ -52,6 +52,7 @@ class AgentMetrics:
     probe_duration: float | None
     probe_timestamp: float | None
     probe_failures: int
+    restart_pending: bool = False  # code or config changed under the running process
 
 
 _SIGNAL = re.compile(r"^signal (\d+)")
@@ -109,6 +110,9 @@ def build_registry(agents: Iterable[AgentMetrics], control_plane: str,
                     "Unix time of the agent's last probe.", labels, registry=reg),
         "fail": Gauge("hvsupervisor_agent_probe_failures",
                       "Consecutive unanswered liveness probes.", labels, registry=reg),
+        "pending": Gauge("hvsupervisor_agent_restart_pending",
+                         "1 if the agent's code changed after it started (a package "
+                         "upgrade): it runs old code until restarted.", labels, registry=reg),
     }
     agents = list(agents)
     reg.register(_Restarts(agents))
@@ -118,6 +122,7 @@ def build_registry(agents: Iterable[AgentMetrics], control_plane: str,
         g["healthy"].labels(a.name).set(a.healthy)
         g["exit"].labels(a.name).set(a.last_exit_code)
         g["fail"].labels(a.name).set(a.probe_failures)
+        g["pending"].labels(a.name).set(1 if a.restart_pending else 0)
         if a.probe_duration is not None:
             g["dur"].labels(a.name).set(a.probe_duration)
         if a.probe_timestamp is not None:

@@ -389,7 +389,7 @@ class OvsdbGate(RetryingGate):
         if idl is not None:
             idl.close()
 
-    def _bridge_ready(self, bridge: str) -> tuple[bool, str]:
+    def _bridge_ready(self, bridge: str, max_age: float | None = None) -> tuple[bool, str]:
         row = next((r for r in self._idl.tables["Bridge"].rows.values() if r.name == bridge),
                    None)
         if row is None:
@@ -397,7 +397,7 @@ class OvsdbGate(RetryingGate):
         controllers = list(row.controller)
         if not controllers:
             return True, f"bridge {bridge} exists"
-        if any(c.is_connected for c in controllers):
+        if any(c.is_connected and _connected_within(c.status, max_age) for c in controllers):
             return True, f"bridge {bridge}: OpenFlow controller connected"
         targets = ", ".join(sorted(c.target for c in controllers))
         return False, f"bridge {bridge}: controller {targets} not connected"
@@ -423,7 +423,23 @@ class OvsdbGate(RetryingGate):
 
 
 
-async def bridge_ready(remote: str, bridge: str, connect_timeout: float = 5.0) -> tuple[bool, str]:
+def _connected_within(status: dict, max_age: float | None) -> bool:
+    """Did this connection start within the last ``max_age`` seconds (None: any)?
+
+    Controller.status:sec_since_connect, refreshed by ovs-vswitchd every few
+    seconds; without it (an old OVS) the connection is taken as it is.
+    """
+    if max_age is None:
+        return True
+    try:
+        since = int(status.get("sec_since_connect", ""))
+    except ValueError:
+        return True
+    return since <= max_age + 1  # whole seconds
+
+
+async def bridge_ready(remote: str, bridge: str, connect_timeout: float = 5.0,
+                       max_age: float | None = None) -> tuple[bool, str]:
     """Is ``bridge`` in ovsdb with its OpenFlow controller (if it has one) connected?
 
     That is when the neutron OVS agent is really up: it creates the
@@ -437,6 +453,6 @@ async def bridge_ready(remote: str, bridge: str, connect_timeout: float = 5.0) -
         status = await probe._connect()
         if not status.open:
             return False, status.reason
-        return probe._bridge_ready(bridge)
+        return probe._bridge_ready(bridge, max_age)
     finally:
         await probe._disconnect()

@@ -23,7 +23,8 @@ class AgentStatus:
     ``reason`` says why it is waiting, failed, backing off or degraded;
     ``last_exit`` how its last process ended ("exit 1 (last log line)").
     ``digest`` and ``argv`` (credentials masked) come from its plan; the
-    lifecycle alone leaves them empty.
+    lifecycle alone leaves them empty. ``restart_pending`` is "" unless the
+    agent should be restarted to run what is on disk now.
     """
 
     VERSION: ClassVar[str] = "1.0"
@@ -38,6 +39,9 @@ class AgentStatus:
     restarts: int = 0
     digest: str = ""
     argv: tuple[str, ...] = ()
+    # Why the running process no longer matches what a restart would run:
+    # its code changed after it started, or its plan on disk differs.
+    restart_pending: str = ""
     # The ready rule as written (rpc:..., http:...), and the liveness record
     # of an rpc/http agent (health/policy.py AgentHealth.to_json): state ok |
     # failing | unknown, label "failing N/M", last_probe (unix time),

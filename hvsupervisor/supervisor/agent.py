@@ -35,6 +35,11 @@ class Agent:
     deps_ok: bool | None = None
     gate: tuple[bool, str] | None = None
     removing: bool = False
+    # The running plan as secret-free option data (config/diff.py), taken
+    # before the plan is made lean: `config diff` compares it with the disk.
+    snapshot: dict = field(default_factory=dict)
+    # Restart pending: the code changed under the running process (codechange.py).
+    pending: str = ""
     # Health (supervisor/health.py): the rpc target resolved from the plan's
     # files, the liveness record, the pid it is about, the next probe, and why
     # the supervisor killed the process (its exit then reads "hung: ...").

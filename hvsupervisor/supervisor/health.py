@@ -140,6 +140,7 @@ class Health:
     def _health_follow(self, agent: Agent) -> None:
         """Liveness runs while the agent is ready; a new process starts afresh."""
         if agent.plan.ready.kind not in HEALTH_KINDS or agent.health is None:
+            self._health_stop(agent)  # a reload may have changed the rule
             return
         if agent.machine.pid != agent.health_pid:
             agent.health_pid = agent.machine.pid
@@ -213,5 +214,6 @@ class Health:
                 last_exit_code=exit_code(a.machine.last_exit),
                 probe_duration=h.last_duration if h else None,
                 probe_timestamp=h.last_probe if h else None,
-                probe_failures=h.failures if h else 0))
+                probe_failures=h.failures if h else 0,
+                restart_pending=bool(a.pending)))
         self.metrics.update(build_registry(rows, self.control_plane, node_ready))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
 import random
@@ -31,7 +32,9 @@ import signal
 import time
 from collections.abc import Callable
 
-from hvsupervisor import deps, process
+from hvsupervisor import dataplane, deps, leftovers, process
+from hvsupervisor.agentrecord import AgentRecord
+from hvsupervisor.config import diff as config_diff
 from hvsupervisor.config.plan import Plan
 from hvsupervisor.config.settings import Settings
 from hvsupervisor.health import policy as hp
@@ -50,10 +53,12 @@ from hvsupervisor.lifecycle import (
     Signal,
     Spawn,
     State,
+    StopRequested,
     TimerFired,
     describe_exit,
     operator_event,
 )
+from hvsupervisor.startsignals import PENDING
 from hvsupervisor.supervisor.agent import Agent, lean, ready_kind, restart_policy
 from hvsupervisor.supervisor.health import Health
 from hvsupervisor.supervisor.reload import Reloading
@@ -72,6 +77,15 @@ class ShuttingDown(Exception):
     that nothing would stop."""
 
 
+def _stop_signal_for(plans: dict[str, Plan], cmdline: str) -> int:
+    """The stop_signal of the agent whose program ``cmdline`` runs (SIGTERM if none)."""
+    names = dataplane.program_names(cmdline)
+    for plan in plans.values():
+        if os.path.basename(plan.argv[0]) in names:
+            return plan.stop_signal
+    return signal.SIGTERM
+
+
 class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
     """Runs the enabled agents of ``settings`` until asked to stop."""
 
@@ -82,8 +96,16 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
         notifier: SystemdNotifier | None = None,
         gate_factory: Callable[[Settings, dict[str, Plan]], tuple[object, dict]] | None = None,
         rng: random.Random | None = None,
+        record: AgentRecord | None = None,
+        dir_overrides: tuple[str | None, str | None, str | None] | None = None,
     ):
         self.settings = settings
+        # Every spawned agent is recorded in the state dir (agentrecord.py), so
+        # the next supervisor can stop what this one leaves if it is killed.
+        self.record = record
+        # The command line's dirs, re-applied by every reload (None: from the file).
+        self.dir_overrides = dir_overrides or (
+            str(settings.state_dir), str(settings.log_dir), str(settings.run_dir))
         self.notifier = notifier or SystemdNotifier()
         # gate_factory(settings, plans) -> (key, {name: Gate}); a reload
         # rebuilds the gates only when the key (their inputs) changed.
@@ -102,6 +124,8 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
         self._degraded_ready = False
         self._status = ""
         self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()  # referenced until done (see _background)
+        self._started_at = time.monotonic()
         self._pid_to_agent: dict[int, str] = {}
         self._use_journal = journal.journal_available(settings.supervisor.journal_socket)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -116,22 +140,27 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
 
     # ------------------------------------------------------------------ setup
 
-    def _make_agent(self, plan: Plan) -> Agent:
+    def _make_agent(self, plan: Plan, settings: Settings | None = None) -> Agent:
+        """An agent with its notify socket bound (OSError/ValueError if that fails).
+
+        ``settings``: a reload's new settings, not yet committed.
+        """
+        settings = settings or self.settings
+        snap = config_diff.snapshot(plan)
         target = rpc_target(plan)  # reads the plan's parsed files: before lean()
         plan = lean(plan)
         kind, alive = ready_kind(plan)
         machine = AgentLifecycle(
-            plan.agent, restart_policy(self.settings), plan.stop_timeout, kind, alive, self.rng
+            plan.agent, restart_policy(settings), plan.stop_timeout, kind, alive, self.rng,
+            stop_signal=plan.stop_signal,
         )
-        agent = Agent(plan=plan, machine=machine, rpc=target,
-                      health=hp.AgentHealth(self.settings.supervisor.health_failures))
-        notify_dir = self.settings.run_dir / "notify"
+        agent = Agent(plan=plan, machine=machine, rpc=target, snapshot=snap,
+                      health=hp.AgentHealth(settings.supervisor.health_failures))
+        notify_dir = settings.run_dir / "notify"
         agent.listener = NotifyListener(
             str(notify_dir / f"{plan.agent}.sock"),
             lambda pid, fields, name=plan.agent: self._on_notify(name, pid, fields),
         )
-        if not self._use_journal:
-            agent.log_path = self.settings.log_dir / f"{plan.agent}.log"
         return agent
 
     # ----------------------------------------------------------------- events
@@ -161,6 +190,8 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
         self._changed.set()
 
     def _after_event(self, agent: Agent) -> None:
+        if self._shutting_down and agent.machine.state in (State.BACKOFF, State.WAITING):
+            self._post(agent.name, StopRequested())  # no respawn during an ordered stop
         self._health_follow(agent)
         if agent.removing and agent.machine.state in (State.STOPPED, State.FAILED,
                                                       State.WAITING):
@@ -190,6 +221,8 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
         if self.broker is not None and self.broker.on_exit(pid, returncode, sig):
             return  # a helper the broker started; its exit code went to the client
         name = self._pid_to_agent.pop(pid, None)
+        if name is not None and self.record is not None:
+            self.record.remove(pid)
         if name is not None and self.broker is not None:
             self.broker.set_main_pid(name, None)
         if name is None:
@@ -221,6 +254,11 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
         if "STATUS" in fields:
             agent.child_status = fields["STATUS"]
         if fields.get("READY") == "1":
+            if agent.plan.ready.kind != "notify":
+                # Upstream READY=1 means "launched": the configured rule
+                # (a socket, a bridge, a time alive) decides, not this.
+                LOG.debug("agent=%s: READY=1 noted; ready = %s decides", name, agent.plan.ready)
+                return
             self._post(name, BecameReady(pid))
             self._drain()
 
@@ -257,6 +295,37 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
                 if handle is not None:
                     handle.cancel()
 
+    # ------------------------------------------------------- background tasks
+
+    def _background(self, coro, what: str, on_error: Callable[[str], None] | None = None
+                    ) -> asyncio.Task:
+        """Run ``coro`` as a task that is referenced until done and never fails silently.
+
+        The loop keeps only weak references to tasks: an unreferenced one can
+        be collected mid-flight. An exception is logged once, with ``what``,
+        and handed to ``on_error`` (which turns it into an event).
+        """
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if exc is None:
+                return
+            LOG.error("event=task-failed task=%s error=%s: %s", what, type(exc).__name__, exc)
+            if on_error is not None:
+                on_error(f"{type(exc).__name__}: {exc}")
+
+        task.add_done_callback(done)
+        return task
+
+    def _on_sighup(self) -> None:
+        LOG.info("event=sighup: reloading")
+        self._background(self.reload(), "reload (SIGHUP)")
+
     # ---------------------------------------------------------------- control
 
     def request(self, name: str, verb: str) -> None:
@@ -271,6 +340,7 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
         self._drain()
 
     def _forget(self, agent: Agent) -> None:
+        """Drop an agent (removed by a reload, or a prepared one never committed)."""
         for handle in agent.timers.values():
             handle.cancel()
         self._health_stop(agent)
@@ -283,22 +353,30 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
     async def run(self) -> int:
         """Start everything, serve until SIGTERM/SIGINT, then stop cleanly."""
         self._loop = asyncio.get_running_loop()
+        # Our handlers first (startsignals' placeholders remembered what came
+        # before); then act on what came.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(signum, self.request_shutdown)
+        self._loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        PENDING.handover(self.request_shutdown, self._on_sighup)
         process.set_child_subreaper()
         self.reaper = process.Reaper(self._on_exit)
         self.reaper.install()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self._loop.add_signal_handler(signum, self.request_shutdown)
-        self._loop.add_signal_handler(
-            signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         (self.settings.run_dir / "notify").mkdir(mode=0o700, parents=True, exist_ok=True)
 
         plans = self._initial_plans
+        # Before the first spawn: no second copy of an agent a crashed predecessor left.
+        # Synchronous on purpose: nothing (not even a control request) may spawn before
+        # this is done; it is a /proc read unless a predecessor crashed.
+        leftovers.stop_stale(self.settings.supervisor.dataplane_helpers,
+                             functools.partial(_stop_signal_for, plans))
         for name in deps.start_order({n: list(p.after) for n, p in plans.items()}):
             self.agents[name] = self._make_agent(plans[name])
         self._start_broker(plans)  # users.py: sockets for the agents that run as users
         if self.gate_factory is not None:
             await self._replace_gates(*self.gate_factory(self.settings, plans))
         self._initial_plans = plans = {}  # the agents hold lean copies
+        self._started_at = time.monotonic()
         self._arm_report_timers()
         try:
             self.metrics.start()
@@ -306,10 +384,11 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
             LOG.error("metrics_listen %s: %s; serving no metrics endpoint",
                       self.settings.supervisor.metrics_listen, exc)
         LOG.info("event=start agents=%s", ",".join(self.agents))
-        self._refresh_conditions()
-        self._drain()
-        if not self.agents:
-            self._send_ready()
+        if not self._stop.is_set():  # a SIGTERM during start-up starts nothing
+            self._refresh_conditions()
+            self._drain()
+            if not self.agents:
+                self._send_ready()
 
         await self._stop.wait()
         await self.shutdown()

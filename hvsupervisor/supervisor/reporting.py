@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import time
 
+from hvsupervisor import codechange
 from hvsupervisor.objects.status import AgentStatus, NodeStatus
 from hvsupervisor.status import summary_line
 from hvsupervisor.supervisor.health import with_control_plane
@@ -27,7 +28,32 @@ class Reporting:
 
     def snapshots(self) -> list[AgentStatus]:
         """Each agent's lifecycle status: cheap, for the STATUS= line on every event."""
-        return [a.machine.snapshot() for a in self.agents.values()]
+        return [dataclasses.replace(a.machine.snapshot(), restart_pending=a.pending)
+                if a.pending else a.machine.snapshot() for a in self.agents.values()]
+
+    def refresh_pending(self) -> None:
+        """Look whether an agent's code changed after its process started (LP#1980211).
+
+        A few stat() calls per agent, done when someone asks (status over the
+        control socket), never on a timer: an idle node stays idle. STATUS=
+        follows, so `systemctl status` shows it from then on.
+        """
+        changed = False
+        for agent in self.agents.values():
+            pid = agent.machine.pid
+            reason = codechange.changed_since(list(agent.plan.argv), pid) if pid else None
+            if (reason or "") != agent.pending:
+                agent.pending, changed = reason or "", True
+                if reason:
+                    LOG.warning("event=restart-pending agent=%s %s", agent.name, reason)
+        if changed:
+            self._report()
+            self._metrics_changed()
+
+    def plans_json(self) -> dict:
+        """Each agent's running plan snapshot, for `config diff` and `reload --dry-run`."""
+        return {a.name: {"state": a.machine.state.value, "pid": a.machine.pid,
+                         "snapshot": a.snapshot} for a in self.agents.values()}
 
     def _report(self) -> None:
         line = summary_line(self.snapshots())
@@ -99,7 +125,8 @@ class Reporting:
             dataclasses.replace(a.machine.snapshot(), digest=a.plan.digest,
                                 argv=tuple(mask_argv(a.plan.argv)),  # --password X, URLs
                                 ready_rule=str(a.plan.ready),
-                                health=a.health.to_json() if a.health is not None else None)
+                                health=a.health.to_json() if a.health is not None else None,
+                                restart_pending=a.pending)
             for a in self.agents.values())
         ready = self._ready_sent and bool(agents) and all(a.ready for a in agents)
         return NodeStatus(ready=ready, status=self._status, agents=agents,

@@ -2,9 +2,11 @@
 
 The agents stop in reverse dependency order through their lifecycles
 (SIGTERM, then SIGKILL after ``stop_timeout``); the processes they left
-behind (dnsmasq, haproxy, keepalived: the data plane, our descendants as
-child subreaper) are then stopped or, with ``stop_dataplane = false``,
-listed in the log.
+behind (our descendants as child subreaper) are then stopped, except, with
+``stop_dataplane = false`` (the default), the data-plane helpers (dnsmasq,
+haproxy, keepalived, ...: dataplane.py), which are listed in the log and
+keep serving: the unit's KillMode=process leaves them alone too, and the
+agents adopt them when they start again.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import logging
 import signal
 import time
 
-from hvsupervisor import deps, process
+from hvsupervisor import dataplane, deps, process, stopbudget
 from hvsupervisor.lifecycle import StopRequested
+from hvsupervisor.supervisor.agent import RUNNING
 
 LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
-DATAPLANE_STOP_TIMEOUT = 5.0
+DATAPLANE_STOP_TIMEOUT = stopbudget.DATAPLANE_STOP_TIMEOUT
 
 
 class Stopping:
@@ -38,11 +41,23 @@ class Stopping:
             pass
 
     async def _stop_agents(self) -> None:
-        """Stop in reverse dependency order: an agent waits for its dependents."""
-        after = {n: [d for d in a.plan.after if d in self.agents]
-                 for n, a in self.agents.items()}
+        """Stop in reverse dependency order: an agent waits for its dependents.
+
+        Agents without a process (backoff, waiting) are stopped at once: a
+        restart timer firing mid-stop would spawn an agent nothing stops
+        (the loop's ``_after_event`` does the same for one that crashes
+        meanwhile). The agent set is re-read on every pass: a reload cannot
+        add agents once shutdown has begun (it is refused), but one may be
+        forgotten.
+        """
         requested: set[str] = set()
+        for name, agent in self.agents.items():
+            if agent.machine.state not in RUNNING:
+                requested.add(name)
+                self._post(name, StopRequested())
         while True:
+            after = {n: [d for d in a.plan.after if d in self.agents]
+                     for n, a in self.agents.items()}
             live = {n for n, a in self.agents.items() if a.running}
             pending = [n for n in deps.stop_order(after) if n not in requested]
             for name in pending:
@@ -51,30 +66,41 @@ class Stopping:
                     requested.add(name)
                     self._post(name, StopRequested())
             self._drain()
-            if not any(a.running for a in self.agents.values()) and len(requested) == len(after):
+            if not any(a.running for a in self.agents.values()) and requested >= set(after):
                 return
             await self._wait_changed()
 
-    async def _stop_dataplane(self) -> None:
+    def _leftovers(self) -> dict[int, str]:
+        """What a stop must end: every descendant, but the data plane when it is kept."""
         left = process.descendants()
+        sup = self.settings.supervisor
+        if sup.stop_dataplane or not left:
+            return left
+        kept, others = dataplane.split(left, process.proc_ppids(), sup.dataplane_helpers)
+        for pid, cmd in sorted(kept.items()):
+            if pid not in self._kept_logged:
+                self._kept_logged.add(pid)
+                LOG.info("event=left-running pid=%d cmd=%s (data plane, stop_dataplane = false)",
+                         pid, cmd)
+        return others
+
+    async def _stop_dataplane(self) -> None:
+        self._kept_logged: set[int] = set()
+        left = self._leftovers()
         if not left:
-            return
-        if not self.settings.supervisor.stop_dataplane:
-            for pid, cmd in sorted(left.items()):
-                LOG.warning("event=left-running pid=%d cmd=%s (stop_dataplane = false)", pid, cmd)
             return
         LOG.info("stopping %d process(es) the agents left behind", len(left))
         process.signal_all(left, signal.SIGTERM)
         deadline = time.monotonic() + DATAPLANE_STOP_TIMEOUT
-        while process.descendants() and time.monotonic() < deadline:
+        while self._leftovers() and time.monotonic() < deadline:
             await self._wait_changed(deadline - time.monotonic())
-        rest = process.descendants()
+        rest = self._leftovers()
         if rest:
             LOG.warning("SIGKILL to %d leftover process(es): %s", len(rest),
                         ", ".join(str(p) for p in sorted(rest)))
             process.signal_all(rest, signal.SIGKILL)
             deadline = time.monotonic() + DATAPLANE_STOP_TIMEOUT
-            while process.descendants() and time.monotonic() < deadline:
+            while self._leftovers() and time.monotonic() < deadline:
                 await self._wait_changed(deadline - time.monotonic())
 
     async def shutdown(self) -> None:

@@ -11,13 +11,13 @@ direct state change.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 
 from hvsupervisor import process
-from hvsupervisor.lifecycle import BecameReady, Spawned, SpawnFailed
+from hvsupervisor.lifecycle import BecameReady, ProbeFailed, Spawned, SpawnFailed
 from hvsupervisor.readiness import wait_accepting, wait_bridge
 from hvsupervisor.supervisor.agent import Agent
 from hvsupervisor.supervisor.health import HEALTH_KINDS
@@ -55,6 +55,8 @@ class Spawning:
     """
 
     def _output_fds(self, agent: Agent) -> tuple[int, int]:
+        # Decided per spawn: a reload may change [supervisor] journal_socket.
+        agent.log_path = None if self._use_journal else self.settings.log_dir / f"{agent.name}.log"
         if self._use_journal:
             path = self.settings.supervisor.journal_socket
             try:
@@ -103,22 +105,38 @@ class Spawning:
             os.close(out)
             os.close(err)
         self._pid_to_agent[pid] = agent.name
+        if self.record is not None:
+            try:
+                self.record.add(agent.name, pid)
+            except OSError as exc:
+                LOG.warning("agent=%s pid=%d: not recorded in %s (%s): a supervisor killed now "
+                            "would leave it running", agent.name, pid, self.record.directory, exc)
         if self.broker is not None:
             self.broker.set_main_pid(agent.name, pid)
         LOG.info("event=spawn agent=%s pid=%d digest=%s", agent.name, pid,
                  agent.plan.digest[:12])
         self._post(agent.name, Spawned(pid))
         if agent.plan.ready.kind in PROBE_KINDS:
-            agent.probe = asyncio.ensure_future(self._probe(agent.name, pid))
+            agent.probe = self._background(
+                self._probe(agent.name, pid, time.monotonic()), f"readiness probe of {agent.name}",
+                lambda error, name=agent.name, pid=pid: self._probe_failed(name, pid, error))
 
-    async def _probe(self, name: str, pid: int) -> None:
+    def _probe_failed(self, name: str, pid: int, error: str) -> None:
+        """The probe raised: the agent fails with the error, not "starting" for ever."""
+        agent = self.agents.get(name)
+        if agent is not None and agent.probe is not None and agent.probe.done():
+            agent.probe = None
+        self._post(name, ProbeFailed(pid, error))
+        self._drain()
+
+    async def _probe(self, name: str, pid: int, spawned: float) -> None:
         agent = self.agents.get(name)
         if agent is None:
             return
         rule = agent.plan.ready
         if rule.kind == "ovsdb-bridge":
             assert rule.bridge is not None
-            await wait_bridge(self._ovsdb_remote(), rule.bridge)
+            await wait_bridge(self._ovsdb_remote(), rule.bridge, spawned=spawned)
         elif rule.kind in HEALTH_KINDS:
             if not await self._wait_serving(agent, pid):
                 return

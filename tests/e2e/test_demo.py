@@ -2,9 +2,11 @@
 
 Runs the demo as ``./run_demo`` would after its install step (``python -m
 hvsupervisor demo`` with HVSUP_DEMO_DIR in a tmp dir), under this test's
-interpreter, which must have nova and neutron (the e2e venv). Nothing is
-mocked: private OVS, RabbitMQ, the six upstream daemons; no control plane,
-so the agents wait for it (the demo's expected state).
+interpreter, which must have nova, neutron, placement, glance and
+libvirt-python (the e2e venv). Nothing is mocked: the demo cloud
+(hvsupervisor/demo/cloud.py), private OVS and libvirtd, the six upstream
+daemons; the node joins the cloud (nova-compute up, four neutron agents
+alive), which the demo reports in one line.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import pytest
 from hvsupervisor.demo import services
 from tests.util import wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
 AGENTS = {"nova-compute", "nova-api-metadata", "neutron-openvswitch-agent",
@@ -37,7 +39,7 @@ AGENTS = {"nova-compute", "nova-api-metadata", "neutron-openvswitch-agent",
 def _skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "needs root (netns, OVS)"
-    for mod in ("nova", "neutron"):
+    for mod in ("nova", "neutron", "placement", "glance", "libvirt"):
         if importlib.util.find_spec(mod) is None:
             return f"python module {mod!r} missing: run under the e2e venv"
     from hvsupervisor.demo import node
@@ -123,14 +125,19 @@ def test_demo_runs_six_agents_and_a_signal_leaves_nothing(short_tmp, signum):
                 return agents
             return None
 
-        agents = wait_until(up, 180, "six agent processes up", interval=0.5)
+        agents = wait_until(up, 240, "six agent processes up", interval=0.5)
         assert {a["name"] for a in agents} == AGENTS
+        joined = wait_until(lambda: re.search(r"joined the cloud ([0-9.]+) s after start: (.*)",
+                                              out.read_text()), 300, "the joined line",
+                            interval=1)
+        assert "nova-compute up in nova's services" in joined.group(2)
+        assert "4 neutron agents alive" in joined.group(2)
         text = out.read_text()
-        assert "fake.PredictableNodeUUIDDriver" in text  # the banner says what runs
+        assert "nova-compute (libvirt)" in text  # the banner says what runs
         ns = re.search(r"netns (hvsup-demo-[0-9a-f]+)", text).group(1)
         assert ns in _netns_list().split()
 
-        db = f"--db=unix:{demo / 'ovs' / 'db.sock'}"
+        db = f"--db=unix:{demo / 'cloud' / 'ovs' / 'db.sock'}"
         wait_until(lambda: subprocess.run(["ovs-vsctl", db, "br-exists", "br-int"],
                                           check=False).returncode == 0,
                    60, "br-int in the demo's ovsdb", interval=0.5)
@@ -141,6 +148,7 @@ def test_demo_runs_six_agents_and_a_signal_leaves_nothing(short_tmp, signum):
         assert r.returncode == 0, r.stderr
         listed = json.loads(r.stdout)
         assert {a["name"] for a in listed["agents"]} == AGENTS
+        assert all(a["ready"] for a in listed["agents"]), listed
 
         # The bus and the metadata API listen inside the demo's netns (not on the host).
         netns = services.Netns(ns)
@@ -162,7 +170,7 @@ def test_demo_runs_six_agents_and_a_signal_leaves_nothing(short_tmp, signum):
     assert rc == 0, out.read_text()[-3000:]
     assert _demo_processes(demo) == []
     assert ns not in _netns_list().split()
-    for sock in (demo / "run" / "control.sock", demo / "ovs" / "db.sock"):
+    for sock in (demo / "run" / "control.sock", demo / "cloud" / "ovs" / "db.sock"):
         assert not _accepts(sock), f"{sock} still accepts"
     assert "stopped (rc=0)" in out.read_text()
 
@@ -190,4 +198,4 @@ def test_demo_config_error_stops_ovs_and_rabbitmq(short_tmp):
     assert "99-broken.conf" in text and "Traceback" not in text
     assert _demo_processes(demo) == []
     assert not {n for n in set(_netns_list().split()) - before if n.startswith("hvsup-demo")}
-    assert not _accepts(demo / "ovs" / "db.sock")
+    assert not _accepts(demo / "cloud" / "ovs" / "db.sock")

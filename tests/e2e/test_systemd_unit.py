@@ -5,7 +5,7 @@ snippets. Each is driven here against a real systemd, not a fake.
 
 1. A smoke test with a tiny Python Type=notify unit proves the harness itself.
 2. The shipped hvsupervisor.service with a stand-in main process (systemd semantics of the unit
-   as written: dependencies, cleanup once per boot, directories, the watchdog, KillMode=mixed).
+   as written: dependencies, cleanup once per boot, directories, the watchdog, KillMode=process).
 3. The shipped unit running the real `hvsupervisor run` with stand-in agents (tests/standin.py).
 """
 
@@ -210,9 +210,11 @@ def test_shipped_unit_starts_with_deps_cleanup_and_dirs(systemd_container: Conta
         assert (st.st_mode & 0o7777, st.st_uid) == (mode, 0), path
 
 
-def test_restart_reruns_nothing_and_leaves_nothing(systemd_container: Container, probe_unit):
-    """`systemctl restart`: no second cleanup; KillMode=mixed SIGKILLs a setsid() grandchild
-    that ignores SIGTERM once the main process is gone."""
+def test_restart_reruns_nothing_and_kills_only_the_main_process(systemd_container: Container,
+                                                                probe_unit):
+    """`systemctl restart`: no second cleanup; KillMode=process: systemd signals the main
+    process alone, and a setsid() grandchild is left for the supervisor to judge (it stops
+    agents itself and keeps the data plane; see section 3)."""
     c = systemd_container
     cleanups = probe_unit["cleanup_log"].read_text()
     old_main = main_pid(c)
@@ -225,7 +227,10 @@ def test_restart_reruns_nothing_and_leaves_nothing(systemd_container: Container,
     assert c.show(SERVICE, "ActiveState") == "active"
     assert main_pid(c) != old_main
     assert not c.alive(old_main)
-    assert not c.alive(grandchild), "a setsid() grandchild outlived the restart"
+    try:
+        assert c.alive(grandchild), "systemd killed more than the main process"
+    finally:
+        c.run(["kill", "-KILL", str(grandchild)])
     assert probe_unit["cleanup_log"].read_text() == cleanups, "cleanup ran again on restart"
 
 
@@ -270,7 +275,11 @@ def test_stop_removes_the_runtime_dir_and_every_process(systemd_container: Conta
         wait_until(lambda: probe_unit["grandchild"].read_text().strip(), 5, what="pidfile")
     )
     c.systemctl("stop", SERVICE, check=True)
-    assert not c.alive(pid) and not c.alive(grandchild)
+    assert not c.alive(pid)
+    try:  # KillMode=process: what the main process leaves is its own business
+        assert c.alive(grandchild)
+    finally:
+        c.run(["kill", "-KILL", str(grandchild)])
     assert not (c.root / "run/hvsupervisor").exists()
     assert (c.root / "var/lib/hvsupervisor").is_dir()  # state is kept
 
@@ -340,7 +349,8 @@ ready_timeout = 30
 metrics_textfile =
 
 [agent:alpha]
-command = {{bindir}}/python {standin} --ready-after 0.3 --print '{ALPHA_HELLO}'
+# Starts (or adopts, by its pid file) a data-plane helper stand-in named dnsmasq.
+command = {{bindir}}/python {standin} --ready-after 0.3 --print '{ALPHA_HELLO}' --helper-grandchild dnsmasq:{{state_dir}}/dnsmasq.pid
 config_files = alpha/alpha.conf
 config_dirs = alpha/alpha.conf.d
 ready = notify
@@ -387,6 +397,10 @@ RestartSec=200ms
     finally:
         c.systemctl("stop", SERVICE)
         c.systemctl("reset-failed", SERVICE)
+        helper = c.root / "var/lib/hvsupervisor/dnsmasq.pid"
+        if helper.exists():
+            c.run(["kill", "-KILL", helper.read_text().strip()])
+            helper.unlink()
         c.remove_unit(SERVICE, f"{SERVICE}.d")
 
 
@@ -522,3 +536,65 @@ def test_killed_agent_comes_back_and_the_unit_stays(systemd_container: Container
     assert agents(c, hvsup)["alpha"]["restarts"] >= 1
     assert c.show(SERVICE, "ActiveState") == "active"
     assert (main_pid(c), c.show(SERVICE, "NRestarts")) == (main, unit_restarts)
+
+
+def _agent_copies(c: Container) -> dict[str, list[int]]:
+    """Every process in the container running the alpha or beta stand-in agent: must be one
+    each, always. An agent is a session leader (the supervisor spawns it with setsid); its
+    forked setsid() grandchild carries the same argv but leads no session."""
+    out: dict[str, list[int]] = {"alpha": [], "beta": []}
+    res = c.run(["ps", "-eo", "pid=,sid=,args="], check=True)
+    for line in res.stdout.splitlines():
+        pid, sid, *rest = line.split(None, 2)
+        args = rest[0] if rest else ""
+        if "standin.py" not in args or pid != sid:
+            continue
+        for name, hello in (("alpha", ALPHA_HELLO), ("beta", BETA_HELLO)):
+            if hello in args:
+                out[name].append(int(pid))
+    return out
+
+
+def test_restarts_and_a_crash_keep_the_data_plane_and_never_duplicate_agents(
+    systemd_container: Container, hvsup, record_property
+):
+    """`systemctl restart` twice, then a SIGKILL of the supervisor: the data-plane helper
+    (dnsmasq stand-in) keeps its pid throughout and is adopted by each new alpha; every
+    time there is exactly one alpha and one beta, and none of the old agents is left."""
+    c = systemd_container
+    pidfile = c.root / "var/lib/hvsupervisor/dnsmasq.pid"
+    helper = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10,
+                            what="helper pidfile"))
+    assert c.alive(helper)
+    before = ready_pids(c, hvsup)
+    assert before
+    timings = []
+    for round_ in range(2):
+        old_main = main_pid(c)
+        res, took = timed(c.systemctl, "restart", SERVICE)
+        assert res.returncode == 0, res.stderr + c.journal("-u", SERVICE, "-n", "40")
+        timings.append(round(took, 2))
+        after = wait_until(lambda: ready_pids(c, hvsup), 20, what="agents ready again")
+        assert not set(after.values()) & set(before.values()), (round_, before, after)
+        assert not [p for p in (old_main, *before.values()) if c.alive(p)]
+        assert c.alive(helper), f"restart {round_ + 1} killed the data plane"
+        assert pidfile.read_text().strip() == str(helper), "a second helper was started"
+        copies = _agent_copies(c)
+        assert copies == {"alpha": [after["alpha"]], "beta": [after["beta"]]}, copies
+        before = after
+    record_property("restart_seconds", timings)
+    # A crash: the supervisor is SIGKILLed; its agents live on in the unit's cgroup
+    # (KillMode=process), Restart=on-failure starts a new one, which stops them first.
+    old_main, restarts = main_pid(c), int(c.show(SERVICE, "NRestarts"))
+    c.run(["kill", "-KILL", str(old_main)], check=True)
+    wait_until(lambda: int(c.show(SERVICE, "NRestarts")) > restarts
+               and c.show(SERVICE, "ActiveState") == "active", 30, interval=0.2,
+               what="restart after the crash")
+    after = wait_until(lambda: ready_pids(c, hvsup), 20, what="agents ready after the crash")
+    assert not [p for p in before.values() if c.alive(p)], "an old agent outlived the crash"
+    assert _agent_copies(c) == {"alpha": [after["alpha"]], "beta": [after["beta"]]}
+    assert c.alive(helper) and pidfile.read_text().strip() == str(helper)
+    assert "event=stale-process" in c.journal("-u", SERVICE, "--since", "-1min")
+    # A plain stop keeps it too (stop_dataplane = false); the fixture kills it.
+    c.systemctl("stop", SERVICE, check=True)
+    assert c.alive(helper)

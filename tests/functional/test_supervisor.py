@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.fixtures.supervisor import json_out, standin
-from tests.util import pid_alive, read_pid, wait_until
+from tests.util import kill_and_reap, pid_alive, read_pid, wait_until
 
 pytestmark = pytest.mark.functional
 
@@ -90,15 +90,44 @@ def test_full_stop_leaves_no_process_setsid_grandchild_included(node, tmp_path):
         f"agent=a pid={pids[0]} signal=SIGTERM")
 
 
-def test_stop_dataplane_false_leaves_and_lists_grandchild(node, tmp_path):
-    node.supervisor_opts["stop_dataplane"] = "false"
-    node.agent("a", standin("--setsid-grandchild", str(tmp_path / "gc.pid")), ready="alive:0.1")
+def test_full_stop_keeps_the_data_plane_and_stops_other_leftovers(node, tmp_path):
+    """The default (stop_dataplane = false): a helper (argv[0] dnsmasq) outlives the stop and
+    is listed; a stray grandchild that is not a helper (a privsep daemon, say) is stopped."""
+    node.agent("a", standin("--helper-grandchild", f"dnsmasq:{tmp_path / 'dns.pid'}",
+                            "--setsid-grandchild", str(tmp_path / "gc.pid")), ready="alive:0.1")
     node.start()
-    gc = read_pid(tmp_path / "gc.pid")
+    helper, stray = read_pid(tmp_path / "dns.pid"), read_pid(tmp_path / "gc.pid")
+    try:
+        assert node.stop() == 0
+        assert pid_alive(helper), "the data plane must outlive a stop of the supervisor"
+        assert not pid_alive(stray)
+        assert f"event=left-running pid={helper} cmd=dnsmasq infinity" in node.output()
+    finally:
+        kill_and_reap([helper])
+
+
+def test_stop_dataplane_true_stops_the_helpers_too(node, tmp_path):
+    node.supervisor_opts["stop_dataplane"] = "true"
+    node.agent("a", standin("--helper-grandchild", f"haproxy:{tmp_path / 'hap.pid'}"),
+               ready="alive:0.1")
+    node.start()
+    helper = read_pid(tmp_path / "hap.pid")
+    try:
+        assert node.stop() == 0
+        assert not pid_alive(helper)
+    finally:
+        kill_and_reap([helper])
+
+
+def test_stop_signal_is_what_the_agent_gets(node, tmp_path):
+    """stop_signal = SIGINT: the stand-in exits on SIGINT, the log names the signal."""
+    node.agent("a", standin("--pidfile", str(tmp_path / "a.pid")), ready="alive:0.1",
+               stop_signal="SIGINT")
+    node.start()
+    pid = read_pid(tmp_path / "a.pid")
     assert node.stop() == 0
-    assert pid_alive(gc)
-    assert f"event=left-running pid={gc}" in node.output()
-    # (cleanup kills it by pid)
+    assert not pid_alive(pid)
+    assert f"agent=a pid={pid} signal=SIGINT" in node.output()
 
 
 def test_single_agent_restart_signals_only_main_process(node, tmp_path):
@@ -222,7 +251,7 @@ def test_status_json_contract_and_table(node):
     assert data["status"] == "1/1 ready"
     assert list(data["agents"][0]) == ["name", "state", "ready", "reason", "last_exit",
                                        "degraded", "pid", "restarts", "digest", "argv",
-                                       "ready_rule", "health"]
+                                       "ready_rule", "health", "restart_pending"]
     assert data["control_plane"] == "unknown"  # no rpc agent: no bus probed
     table = node.hv("status")
     assert "1/1 ready" in table.stdout and "a " in table.stdout
@@ -334,3 +363,32 @@ def test_agent_directories_made_before_start(node, tmp_path):
     node.start()
     assert read_pid(target / "a.pid")  # the agent could write into it
     assert target.stat().st_mode & 0o777 == 0o711
+
+
+def test_config_diff_dry_run_and_restart_pending_apply_nothing(node):
+    """`config diff` and `reload --dry-run` name the changed option with its file:line and
+    the agent a reload would restart; `status` says "restart pending"; no pid changes."""
+    node.agent("a", standin(), ready="alive:0.1")
+    node.agent("b", standin(), ready="alive:0.1")
+    node.start()
+    before = node.pids()
+    snippet = node.snippet("svc/a.ini", "[a]\nmode = new\npassword = hunter2\n")
+    diff = json_out(node.hv("config", "diff", "--format", "json"))
+    assert diff["restarted"] == ["a"] and diff["dry_run"] is False
+    a = next(x for x in diff["agents"] if x["agent"] == "a")
+    assert {"section": "a", "option": "mode", "old": None, "new": "new",
+            "where": f"{snippet}:2"} in a["options"]
+    assert "hunter2" not in json.dumps(diff)
+    dry = node.hv("reload", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "a reload would restart: a" in dry.stdout
+    assert "[a] mode" in dry.stdout and "hunter2" not in dry.stdout
+    status = json_out(node.hv("status", "--format", "json"))
+    pending = {x["name"]: x["restart_pending"] for x in status["agents"]}
+    assert pending["a"].startswith("config changed on disk") and not pending["b"]
+    assert node.pids() == before  # nothing applied
+    reply = json_out(node.hv("reload", "--format", "json"))
+    assert reply["restarted"] == ["a"]
+    node.wait_agent("a", lambda x: x["pid"] not in (None, before["a"]) and x["ready"])
+    after = json_out(node.hv("config", "diff", "a", "--format", "json"))
+    assert after["restarted"] == [] and after["agents"][0]["action"] == "none"

@@ -86,6 +86,7 @@ def test_shipped_catalog_states_shared_values_once():
     lines = (REPO / "etc" / "hvsupervisor.conf").read_text().splitlines()
     assert sum(x.startswith("environment =") for x in lines) == 1
     assert sum(x.startswith("config_dirs =") for x in lines) == 1
+    assert lines.count("[agent_defaults]") == 1
 
 
 def test_shipped_plans_keep_their_environment(tmp_path):

@@ -158,3 +158,14 @@ def test_bad_metrics_listen_is_a_located_config_error(tmp_path):
         load_settings(defaults, override, str(tmp_path), str(tmp_path), str(tmp_path))
     assert "metrics_listen" in str(err.value) and "hvsupervisor.conf" in str(err.value)
     assert ":4" in str(err.value)  # the line
+
+
+def test_status_line_prefix_while_the_control_plane_is_unreachable():
+    from hvsupervisor.supervisor.health import with_control_plane
+
+    assert with_control_plane("6/6 ready", hp.REACHABLE) == "6/6 ready"
+    assert with_control_plane("6/6 ready", hp.UNREACHABLE) == \
+        "degraded: control plane unreachable; 6/6 ready"
+    # one "degraded:" word, not two, when READY went out at ready_timeout too
+    assert with_control_plane("degraded: 5/6 ready; x starting", hp.UNREACHABLE) == \
+        "degraded: control plane unreachable; 5/6 ready; x starting"

@@ -1,5 +1,7 @@
 """The supervisor's own config: layering, validation and every error path."""
 
+import signal
+
 import pytest
 
 from hvsupervisor.config.errors import ConfigError
@@ -26,7 +28,8 @@ def test_agent_fields(layout):
     spec = layout.settings().agents["beta"]
     assert spec.after == ("alpha",)
     assert spec.ready == "notify"
-    assert spec.stop_timeout == 30.0
+    assert spec.stop_timeout is None  # unset: follows graceful_shutdown_timeout (stopbudget)
+    assert spec.stop_signal == signal.SIGTERM
     assert spec.command == ("/bin/true",)
 
 
@@ -52,6 +55,18 @@ def test_bad_number(layout):
     p, err = _bad(layout, "[agent:alpha]\nstop_timeout = soon\n")
     assert err.path == str(p) and err.line == 2
     assert "[agent:alpha] stop_timeout: invalid value" in str(err)
+
+
+def test_bad_stop_signal(layout):
+    p, err = _bad(layout, "[agent:alpha]\nstop_signal = SIGSTOP\n")
+    assert err.path == str(p) and err.line == 2
+    assert "[agent:alpha] stop_signal: invalid value" in str(err)
+
+
+def test_stop_signal_by_name(layout):
+    layout.write("override", "hvsupervisor.conf.d/50-sig.conf",
+                 "[agent:alpha]\nstop_signal = SIGINT\n")
+    assert layout.settings().agents["alpha"].stop_signal == signal.SIGINT
 
 
 def test_bad_gate_name(layout):

@@ -6,6 +6,7 @@ oslo.config, as the agents will.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,8 @@ def test_privsep_runs_the_helper_directly_for_every_context(plans):
         assert neutron.lookup(section, "helper_command") == "privsep-helper", section
     assert neutron.lookup("agent", "root_helper") == ""
     nova = effective(p["nova-compute"])
-    for section in ("nova_sys_admin", "vif_plug_ovs_privileged", "privsep_osbrick"):
+    for section in ("nova_sys_admin", "vif_plug_ovs_privileged", "vif_plug_linux_bridge_privileged",
+                    "privsep_osbrick"):
         assert nova.lookup(section, "helper_command") == "privsep-helper", section
 
 
@@ -88,8 +90,16 @@ def test_readiness_and_stop_rules(plans):
     assert str(p["neutron-dhcp-agent"].ready) == "rpc:neutron/dhcp_agent@1.0"
     assert str(p["neutron-l3-agent"].ready) == "rpc:neutron/l3_agent@1.0"
     assert str(p["neutron-openvswitch-agent"].ready) == "ovsdb-bridge:br-int"
-    # The OVS agent ignores SIGTERM: a short timeout before SIGKILL.
+    # Measured (doc/upstream-behaviour.md section 13): the OVS agent ignores SIGTERM and
+    # SIGINT; DHCP/L3 leave at once on SIGINT; nova-compute drains on SIGTERM, with the
+    # time its own graceful_shutdown_timeout asks for.
+    signals = {n: signal.Signals(plan.stop_signal).name for n, plan in p.items()}
+    assert signals == {"nova-compute": "SIGTERM", "nova-api-metadata": "SIGTERM",
+                       "neutron-openvswitch-agent": "SIGKILL", "neutron-dhcp-agent": "SIGINT",
+                       "neutron-l3-agent": "SIGINT", "neutron-metadata-agent": "SIGTERM"}
     assert p["neutron-openvswitch-agent"].stop_timeout <= 10
+    assert p["nova-compute"].stop_timeout == 190
+    assert "graceful_shutdown_timeout 180 (the daemon's default)" in p["nova-compute"].stop_source
 
 
 def test_rpc_targets_come_from_the_agents_own_config(plans):

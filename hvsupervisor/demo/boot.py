@@ -1,0 +1,212 @@
+"""Boot the demo guest through the cloud's APIs: image, flavor, network, server.
+
+Shared by the e2e boot test and ``hvsupervisor demo --boot``. Everything goes
+through the public APIs of demo/cloud.py's control plane (glance, neutron,
+nova), as a user's ``openstack server create`` would; the node's own agents
+do the rest. The guest is demo/guest.py's kernel + busybox initramfs,
+uploaded as aki/ari plus a tiny "ami" whose ``kernel_id``/``ramdisk_id``
+point at them (nova's libvirt driver then boots the kernel directly).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hvsupervisor.demo import guest
+from hvsupervisor.demo.cloud import PHYSNET, ControlPlane, wait_until
+
+NETWORK = "demo-flat"
+CIDR = "10.77.0.0/24"
+# neutron with auth_strategy=noauth wants project_id in the body ("Running
+# without keystone AuthN requires that project_id is specified").
+PROJECT = "admin"
+FLAVOR = {"name": "demo.tiny", "ram": 256, "vcpus": 1, "disk": 0, "id": "77"}
+
+
+class BootError(RuntimeError):
+    """A step of the boot failed; the message names it and what the API said."""
+
+
+@dataclass
+class Booted:
+    """What a boot made, and when (monotonic seconds)."""
+
+    server_id: str
+    network_id: str
+    fixed_ip: str
+    port_id: str
+    host: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _ok(what: str, status: int, body: object, *expected: int) -> dict:
+    if status not in (expected or (200, 201, 202, 204)):
+        raise BootError(f"{what}: HTTP {status}: {str(body)[:500]}")
+    return body if isinstance(body, dict) else {}
+
+
+def upload_image(cp: ControlPlane, name: str, path: Path, fmt: str,
+                 properties: dict[str, str] | None = None) -> str:
+    """A glance image from ``path`` (disk and container format ``fmt``); its id."""
+    status, body = cp.api("POST", cp.url(cp.glance_port, "/v2/images"),
+                          {"name": name, "disk_format": fmt, "container_format": fmt,
+                           "visibility": "public", **(properties or {})})
+    image_id = _ok(f"create image {name}", status, body)["id"]
+    r = cp.ns.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "60",
+                   "-X", "PUT", "-H", "X-Auth-Token: admin",
+                   "-H", "Content-Type: application/octet-stream",
+                   "-T", str(path), cp.url(cp.glance_port, f"/v2/images/{image_id}/file")],
+                  timeout=90)
+    if r.stdout.strip() != "204":
+        raise BootError(f"upload {name}: HTTP {r.stdout.strip()} {r.stderr.strip()}")
+    return image_id
+
+
+def upload_guest(cp: ControlPlane, workdir: Path) -> tuple[str, guest.GuestImage]:
+    """Build the guest, upload kernel, ramdisk and the ami; the ami's id."""
+    image = guest.build(workdir)
+    # glance's file store reads the upload; curl in the netns reads the file.
+    kernel = workdir / "vmlinuz"
+    shutil.copyfile(image.kernel, kernel)
+    disk = workdir / "disk.img"
+    disk.write_bytes(b"\0" * (1 << 20))
+    aki = upload_image(cp, "demo-kernel", kernel, "aki")
+    ari = upload_image(cp, "demo-ramdisk", image.ramdisk, "ari")
+    ami = upload_image(cp, "demo-guest", disk, "ami", {
+        "kernel_id": aki, "ramdisk_id": ari, "os_command_line": guest.KERNEL_CMDLINE})
+    return ami, image
+
+
+def ensure_flavor(cp: ControlPlane) -> str:
+    status, body = cp.api("GET", cp.url(cp.nova_api_port, f"/v2.1/flavors/{FLAVOR['id']}"))
+    if status == 200:
+        return FLAVOR["id"]
+    status, body = cp.api("POST", cp.url(cp.nova_api_port, "/v2.1/flavors"), {"flavor": FLAVOR})
+    return _ok("create flavor", status, body)["flavor"]["id"]
+
+
+def ensure_network(cp: ControlPlane) -> str:
+    """A flat network on physnet1 with a DHCP subnet (no gateway: metadata comes
+    from the DHCP namespace, ``force_metadata``); its id."""
+    found = cp.get(cp.neutron_port, f"/v2.0/networks?name={NETWORK}")
+    if isinstance(found, dict) and found.get("networks"):
+        return found["networks"][0]["id"]
+    status, body = cp.api("POST", cp.url(cp.neutron_port, "/v2.0/networks"), {"network": {
+        "name": NETWORK, "shared": True, "project_id": PROJECT, "provider:network_type": "flat",
+        "provider:physical_network": PHYSNET}})
+    net = _ok("create network", status, body)["network"]["id"]
+    status, body = cp.api("POST", cp.url(cp.neutron_port, "/v2.0/subnets"), {"subnet": {
+        "name": f"{NETWORK}-v4", "network_id": net, "project_id": PROJECT, "ip_version": 4,
+        "cidr": CIDR, "gateway_ip": None, "enable_dhcp": True}})
+    _ok("create subnet", status, body)
+    return net
+
+
+def server(cp: ControlPlane, server_id: str) -> dict | None:
+    """The server; {} once nova says 404; None for an answer to ask again
+    (a 5xx: sqlite's "database is locked" surfaces as a 500 under load)."""
+    status, body = cp.api("GET", cp.url(cp.nova_api_port, f"/v2.1/servers/{server_id}"))
+    if status == 404:
+        return {}
+    if status == 0 or status >= 500:
+        return None
+    return _ok("get server", status, body).get("server", {})
+
+
+def console(cp: ControlPlane, server_id: str) -> str:
+    """The guest's serial console so far, as nova-compute reads it."""
+    status, body = cp.api("POST", cp.url(cp.nova_api_port,
+                                         f"/v2.1/servers/{server_id}/action"),
+                          {"os-getConsoleOutput": {"length": -1}})
+    if status != 200 or not isinstance(body, dict):
+        return ""
+    return body.get("output") or ""
+
+
+def boot(cp: ControlPlane, host: str, image_id: str, network_id: str,
+         timeout: float = 180) -> Booted:
+    """POST /servers on ``host``, wait for ACTIVE; ERROR raises BootError with the fault."""
+    flavor = ensure_flavor(cp)
+    wait_until(lambda: cp.host_mapped(host), 60, f"{host} mapped to a cell by the scheduler")
+    t0 = time.monotonic()
+    status, body = cp.api("POST", cp.url(cp.nova_api_port, "/v2.1/servers"), {"server": {
+        "name": "demo-vm", "imageRef": image_id, "flavorRef": flavor,
+        "networks": [{"uuid": network_id}], "availability_zone": f"nova:{host}"}})
+    server_id = _ok("POST /servers", status, body)["server"]["id"]
+
+    def settled() -> dict | None:
+        s = server(cp, server_id) or {}
+        if s.get("status") == "ERROR":
+            raise BootError(f"server {server_id} ERROR: {s.get('fault')}")
+        return s if s.get("status") == "ACTIVE" else None
+
+    s = wait_until(settled, timeout, f"server {server_id} ACTIVE")
+    t_active = time.monotonic()
+    def ports() -> list | None:
+        body = cp.get(cp.neutron_port, f"/v2.0/ports?device_id={server_id}")
+        return body.get("ports") if isinstance(body, dict) else None
+
+    port = wait_until(ports, 60, f"the port of server {server_id}")[0]
+    ip = port.get("fixed_ips", [{}])[0].get("ip_address", "")
+    return Booted(server_id, network_id, ip, port.get("id", ""),
+                  s.get("OS-EXT-SRV-ATTR:host", ""),
+                  {"post": t0, "active": t_active})
+
+
+def delete(cp: ControlPlane, server_id: str, timeout: float = 120) -> None:
+    """DELETE, once more if it went to ERROR (sqlite's "database is locked" on the
+    port delete, doc/upstream-behaviour.md), until nova says 404."""
+    def gone_or_error() -> dict | None:
+        s = server(cp, server_id)
+        if s is None:
+            return None
+        return {"gone": not s, "error": s.get("status") == "ERROR"} if (
+            not s or s.get("status") == "ERROR") else None
+
+    for _attempt in range(3):
+        cp.api("DELETE", cp.url(cp.nova_api_port, f"/v2.1/servers/{server_id}"))
+        try:
+            state = wait_until(gone_or_error, timeout, f"server {server_id} deleted")
+        except TimeoutError:
+            raise BootError(f"server {server_id} still there {timeout:g} s after DELETE") from None
+        if state["gone"]:
+            return
+    raise BootError(f"server {server_id}: DELETE left it in ERROR three times")
+
+
+def kvm_boots(image: guest.GuestImage, timeout: float = 20.0) -> bool:
+    """Does this guest's kernel reach /init under KVM here? (A probe, not the VM.)
+
+    On this machine kind /dev/kvm opens but a Linux guest hangs right after the
+    decompressor (qemu's default CPU model, as nova's ``cpu_mode = none``
+    gives; ``-cpu host`` aborts at once: "failed to set MSR 0x10a"), so nova
+    must be told ``virt_type = qemu`` (TCG) instead; the only reliable test
+    is to try. qemu is killed after ``timeout``.
+    """
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None or not Path("/dev/kvm").exists():
+        return False
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(
+            [qemu, "-enable-kvm", "-m", "256", "-nographic", "-no-reboot",
+             "-nodefaults", "-serial", "stdio", "-kernel", str(image.kernel),
+             "-initrd", str(image.ramdisk), "-append", "console=ttyS0 panic=-1"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            def reached() -> bool:
+                out.seek(0)
+                return b"Run /init" in out.read() or proc.poll() is not None
+            try:
+                wait_until(reached, timeout, "the probe guest to reach /init", 0.5)
+            except TimeoutError:
+                return False
+            out.seek(0)
+            return b"Run /init" in out.read()
+        finally:
+            proc.kill()
+            proc.wait(10)

@@ -1,0 +1,134 @@
+"""At start under systemd: stop what a dead predecessor left in the unit, but the data plane.
+
+With ``KillMode=process`` (units/hvsupervisor.service) systemd kills only
+the main process when the unit stops, restarts or trips its watchdog. A
+supervisor that stops normally stops its agents itself; one that crashed,
+was SIGKILLed or hung (watchdog) leaves them running in the unit's cgroup.
+Starting a second copy next to each would be wrong (two nova-computes on
+one compute node, an OVS agent fighting another over br-int), so before it
+spawns anything the new supervisor lists its own service cgroup and stops
+every process in it that is not itself and not a data-plane helper
+(dataplane.py): old agents, their workers and privsep daemons. The helpers
+stay and are adopted by the new agents.
+
+Why the cgroup: systemd puts every process the unit ever started in it,
+whatever it reparented to, and a pid in ``cgroup.procs`` is a live member
+now, so pid reuse cannot make us signal a stranger. It is consulted only
+when the cgroup is a systemd service's own (its name ends in ``.service``):
+in a login session or a container's root cgroup it would hold unrelated
+processes. Without systemd, the record of spawned agents in the state dir
+(agentrecord) is the mechanism.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from hvsupervisor import dataplane, process
+
+LOG = logging.getLogger("hvsupervisor.supervisor")
+
+CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
+TERM_WAIT = 5.0
+KILL_WAIT = 5.0
+
+
+def service_cgroup(proc_cgroup: str) -> str | None:
+    """Our cgroup path if it is a systemd service's (unified "0::", else name=systemd)."""
+    paths: dict[str, str] = {}
+    for line in proc_cgroup.splitlines():
+        hid, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hid == "0" and not controllers:
+            paths["unified"] = path
+        elif controllers == "name=systemd":
+            paths["systemd"] = path
+    for key in ("unified", "systemd"):
+        path = paths.get(key)
+        if path and path.rstrip("/").endswith(".service"):
+            return path
+    return None
+
+
+def cgroup_members(path: str, roots: Iterable[str] = CGROUP_ROOTS) -> list[int] | None:
+    """The pids in cgroup ``path``, from the first hierarchy that has it."""
+    for root in roots:
+        procs = Path(root) / path.lstrip("/") / "cgroup.procs"
+        try:
+            return [int(p) for p in procs.read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def stale(members: Iterable[int], me: int, cmdlines: Mapping[int, str],
+          ppids: Mapping[int, int], helpers: Iterable[str]) -> dict[int, str]:
+    """Members to stop: not us, not a data-plane helper nor anything below one."""
+    left = {pid: cmdlines.get(pid, "") for pid in members if pid != me}
+    _kept, others = dataplane.split(left, ppids, helpers)
+    return others
+
+
+def _wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
+    """Wait (pidfd: they are not our children, no SIGCHLD) until they exit; the rest."""
+    fds: dict[int, int] = {}
+    for pid in pids:
+        try:
+            fds[os.pidfd_open(pid)] = pid
+        except ProcessLookupError:
+            continue
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    try:
+        while fds:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for fd, _ev in poller.poll(left * 1000):
+                poller.unregister(fd)
+                os.close(fd)
+                fds.pop(fd)
+        return sorted(fds.values())
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def stop_stale(helpers: Iterable[str], signal_for: Callable[[str], int],
+               proc_cgroup_path: str = "/proc/self/cgroup") -> list[int]:
+    """Stop a predecessor's leftovers (see the module docstring); return their pids."""
+    try:
+        path = service_cgroup(Path(proc_cgroup_path).read_text())
+    except OSError:
+        return []
+    if path is None:
+        return []
+    members = cgroup_members(path)
+    if not members:
+        return []
+    cmdlines = {pid: process.cmdline(pid) for pid in members}
+    found = stale(members, os.getpid(), cmdlines, process.proc_ppids(), helpers)
+    if not found:
+        return []
+    for pid, cmd in sorted(found.items()):
+        sig = signal_for(cmd)
+        LOG.warning("event=stale-process pid=%d cmd=%s: left by the previous supervisor; "
+                    "sending %s", pid, cmd[:200], signal.Signals(sig).name)
+        process.signal_all([pid], sig)
+    rest = _wait_gone(found, TERM_WAIT)
+    if rest:
+        LOG.warning("SIGKILL to %d stale process(es): %s", len(rest),
+                    ", ".join(map(str, rest)))
+        process.signal_all(rest, signal.SIGKILL)
+        rest = _wait_gone(rest, KILL_WAIT)
+    for pid in rest:
+        LOG.error("stale process %d did not exit after SIGKILL", pid)
+    return sorted(found)
