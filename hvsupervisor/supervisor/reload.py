@@ -138,6 +138,8 @@ class Reloading:
             raise ReloadRefused("the supervisor is stopping; reload refused")
         # [supervisor] settings apply from here (README: which apply when).
         self.settings = settings
+        for warning in settings.warnings:  # unknown keys, as at start and in validate
+            LOG.warning("%s", warning)
         self._use_journal = journal.journal_available(settings.supervisor.journal_socket)
         policy = restart_policy(settings)
         for agent in self.agents.values():

@@ -97,6 +97,11 @@ def test_unknown_key_warns_in_validate_log_and_check(node):
     node.start()
     assert want in node.output()
     assert want in (node.log_dir / "hvsupervisor.log").read_text()
+    # A reload that brings a new typo warns about it too (and is applied).
+    typo2 = node.snippet("hvsupervisor.conf.d/60-typo.conf", "[supervisor]\nready_timout = 5\n")
+    assert node.hv("reload").returncode == 0
+    want2 = f"{typo2}:2: Unknown key name 'ready_timout' in section 'supervisor', ignoring"
+    assert want2 in (node.log_dir / "hvsupervisor.log").read_text()
 
 
 def json_out_rc(cp):
