@@ -51,7 +51,7 @@ _COLUMNS = {
     "Bridge": ["name", "datapath_type", "ports", "controller"],
     "Port": ["name", "interfaces"],
     "Interface": ["name", "type"],
-    "Controller": ["target", "is_connected"],
+    "Controller": ["target", "is_connected", "status"],
 }
 
 
