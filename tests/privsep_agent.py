@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 
 def status() -> dict:
@@ -35,7 +36,10 @@ def report() -> str:
     from tests import privsep_ctx
 
     cfg.CONF(args=[], project="hvsup-test", default_config_files=[], default_config_dirs=[])
-    return json.dumps({"self": status(), "daemon": privsep_ctx.whoami()})
+    t0 = time.monotonic()
+    daemon = privsep_ctx.whoami()  # the first call starts the privsep daemon
+    started = time.monotonic() - t0
+    return json.dumps({"self": status(), "daemon": daemon, "start_s": started})
 
 
 def main() -> int:

@@ -27,8 +27,12 @@ from hvsupervisor.rundir import (
 )
 
 
-def stop_leftovers(settings: Settings):
-    """Stop the agents a dead supervisor left running; return the record for this run."""
+def stop_leftovers(settings: Settings, plans: dict):
+    """Stop the agents a dead supervisor left running; return the record for this run.
+
+    Each gets its plan's stop budget (stopbudget.py: the catalog's stop_timeout, or its
+    graceful_shutdown_timeout + margin); the catalog's own value may be unset.
+    """
     from hvsupervisor.agentrecord import AgentRecord
     from hvsupervisor.agentrecord import stop_leftovers as stop
 
@@ -36,9 +40,9 @@ def stop_leftovers(settings: Settings):
     record.ensure()
     left = record.leftovers()
     if left:
-        default = max((a.stop_timeout for a in settings.agents.values()), default=30.0)
-        alive = stop(left, lambda name: settings.agents[name].stop_timeout
-                     if name in settings.agents else default)
+        default = max((p.stop_timeout for p in plans.values()), default=30.0)
+        alive = stop(left, lambda name: plans[name].stop_timeout
+                     if name in plans else default)
         for entry in left:
             if entry.pid not in alive:
                 record.remove(entry.pid)
@@ -102,7 +106,7 @@ def run(settings: Settings, daemonize: bool = False,
     log = oslo_log.getLogger("hvsupervisor.config")
     for warning in settings.warnings:  # what `config validate` warns about, in the journal
         log.warning("%s", warning)
-    record = stop_leftovers(settings)
+    record = stop_leftovers(settings, plans)
     if PENDING.stop is not None:  # asked to stop before anything started
         return 0
     if dir_overrides is None:

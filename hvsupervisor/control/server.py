@@ -36,7 +36,8 @@ LOG = logging.getLogger("hvsupervisor.control")
 MAX_REQUEST = 64 * 1024
 MAX_CLIENTS = 64
 REQUEST_TIMEOUT = 5.0
-VERBS = ("status", "reload", *OPERATOR_VERBS)
+# plans: each agent's running plan snapshot, for `config diff` / `reload --dry-run`.
+VERBS = ("status", "plans", "reload", *OPERATOR_VERBS)
 
 
 def _busy(conn: socket.socket, cap: int) -> None:

@@ -39,15 +39,15 @@ class AgentStatus:
     restarts: int = 0
     digest: str = ""
     argv: tuple[str, ...] = ()
-    # Why the running process no longer matches what a restart would run:
-    # its code changed after it started, or its plan on disk differs.
-    restart_pending: str = ""
     # The ready rule as written (rpc:..., http:...), and the liveness record
     # of an rpc/http agent (health/policy.py AgentHealth.to_json): state ok |
     # failing | unknown, label "failing N/M", last_probe (unix time),
     # last_duration (s), last_error, last_outcome.
     ready_rule: str = ""
     health: Mapping[str, Any] | None = None
+    # Why the running process no longer matches what a restart would run:
+    # its code changed after it started, or its plan on disk differs.
+    restart_pending: str = ""
 
     @property
     def health_label(self) -> str:

@@ -73,3 +73,9 @@ def test_status_line_names_restart_pending_last():
     ])
     assert line == ("1/2 ready; neutron-l3-agent failed: exit 1; nova-compute restart pending: "
                     "code changed after start: nova-34.0.1.dist-info")
+
+
+def test_the_control_socket_accepts_plans():
+    from hvsupervisor.control.server import parse_request
+
+    assert parse_request(b'{"cmd": "plans"}\n', ["a"])["cmd"] == "plans"
