@@ -79,4 +79,6 @@ def test_metadata_reads_the_db_compute_does_not(override):
     exp = _hv(override, env, "config", "explain", "nova-api-metadata", "api_database",
               "connection", "--format", "json")
     data = json.loads(exp.stdout)
-    assert data["value"] == "****" and data["file"].endswith("50-db.conf")
+    # Declared secret and URL-shaped: the host stays visible, the credentials do not.
+    assert data["value"] == "mysql+pymysql://nova:****@db/nova_api"
+    assert data["file"].endswith("50-db.conf") and SECRET not in exp.stdout
