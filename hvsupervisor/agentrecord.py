@@ -38,12 +38,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from hvsupervisor import process
 
 LOG = logging.getLogger(__name__)
 
@@ -195,43 +196,6 @@ class AgentRecord:
         return live
 
 
-def _pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except (ProcessLookupError, OSError):
-        return None
-
-
-def _wait_gone(pids: list[int], timeout: float) -> list[int]:
-    """Wait (pidfd poll, no busy loop) until ``pids`` exited or ``timeout``; return the rest.
-
-    These are not our children (a dead supervisor's, now reparented), so
-    waitpid cannot be used; a pidfd turns readable when its process exits.
-    """
-    fds = {}
-    for pid in pids:
-        fd = _pidfd(pid)
-        if fd is not None:
-            fds[fd] = pid
-    try:
-        poller = select.poll()
-        for fd in fds:
-            poller.register(fd, select.POLLIN)
-        deadline = time.monotonic() + timeout
-        while fds:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            for fd, _ in poller.poll(left * 1000):
-                poller.unregister(fd)
-                os.close(fd)
-                fds.pop(fd)
-        return sorted(fds.values())
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
 def _kill(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
@@ -262,7 +226,7 @@ def stop_leftovers(entries: list[Entry], timeout_for: Callable[[str], float]) ->
     while left:
         # Wait until the nearest deadline, SIGKILL whoever reached theirs, repeat.
         due = min(start + targets[p] for p in left)
-        left = _wait_gone(left, max(0.0, due - time.monotonic()))
+        left = process.wait_gone(left, max(0.0, due - time.monotonic()))
         now = time.monotonic()
         late = [p for p in left if start + targets[p] <= now]
         if late:
@@ -272,5 +236,5 @@ def stop_leftovers(entries: list[Entry], timeout_for: Callable[[str], float]) ->
                 _kill(pid, signal.SIGKILL)
             killed += late
             left = [p for p in left if p not in late]
-    left = _wait_gone(killed, 5.0)
+    left = process.wait_gone(killed, 5.0)
     return left

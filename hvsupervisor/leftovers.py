@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
-import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -75,33 +73,6 @@ def stale(members: Iterable[int], me: int, cmdlines: Mapping[int, str],
     return others
 
 
-def _wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
-    """Wait (pidfd: they are not our children, no SIGCHLD) until they exit; the rest."""
-    fds: dict[int, int] = {}
-    for pid in pids:
-        try:
-            fds[os.pidfd_open(pid)] = pid
-        except ProcessLookupError:
-            continue
-    poller = select.poll()
-    for fd in fds:
-        poller.register(fd, select.POLLIN)
-    deadline = time.monotonic() + timeout
-    try:
-        while fds:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            for fd, _ev in poller.poll(left * 1000):
-                poller.unregister(fd)
-                os.close(fd)
-                fds.pop(fd)
-        return sorted(fds.values())
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
 def stop_stale(helpers: Iterable[str], signal_for: Callable[[str], int],
                proc_cgroup_path: str = "/proc/self/cgroup") -> list[int]:
     """Stop a predecessor's leftovers (see the module docstring); return their pids."""
@@ -123,12 +94,12 @@ def stop_stale(helpers: Iterable[str], signal_for: Callable[[str], int],
         LOG.warning("event=stale-process pid=%d cmd=%s: left by the previous supervisor; "
                     "sending %s", pid, cmd[:200], signal.Signals(sig).name)
         process.signal_all([pid], sig)
-    rest = _wait_gone(found, TERM_WAIT)
+    rest = process.wait_gone(found, TERM_WAIT)
     if rest:
         LOG.warning("SIGKILL to %d stale process(es): %s", len(rest),
                     ", ".join(map(str, rest)))
         process.signal_all(rest, signal.SIGKILL)
-        rest = _wait_gone(rest, KILL_WAIT)
+        rest = process.wait_gone(rest, KILL_WAIT)
     for pid in rest:
         LOG.error("stale process %d did not exit after SIGKILL", pid)
     return sorted(found)

@@ -23,10 +23,12 @@ import errno
 import logging
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 LOG = logging.getLogger(__name__)
@@ -388,3 +390,36 @@ def signal_all(pids: Iterable[int], sig: int) -> list[int]:
             continue
         sent.append(pid)
     return sent
+
+
+def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
+    """Wait until ``pids`` exited or ``timeout`` passed; return the ones still running.
+
+    For processes that are not our children (a dead supervisor's agents, a
+    crashed predecessor's leftovers, now reparented): waitpid cannot see them
+    and no SIGCHLD comes, but a pidfd turns readable when its process exits,
+    so this polls without a busy loop.
+    """
+    fds: dict[int, int] = {}
+    for pid in pids:
+        try:
+            fds[os.pidfd_open(pid)] = pid
+        except OSError:  # ProcessLookupError included: already gone
+            continue
+    try:
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while fds:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for fd, _ in poller.poll(left * 1000):
+                poller.unregister(fd)
+                os.close(fd)
+                fds.pop(fd)
+        return sorted(fds.values())
+    finally:
+        for fd in fds:
+            os.close(fd)

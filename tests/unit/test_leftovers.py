@@ -3,7 +3,7 @@
 import signal
 import subprocess
 
-from hvsupervisor import dataplane, leftovers
+from hvsupervisor import dataplane, leftovers, process
 from hvsupervisor.supervisor.loop import _stop_signal_for
 
 HYBRID = """\
@@ -48,9 +48,9 @@ def test_stale_is_everything_but_us_and_the_data_plane():
 def test_wait_gone_uses_pidfds():
     proc = subprocess.Popen(["sleep", "30"])
     try:
-        assert leftovers._wait_gone([proc.pid], 0.05) == [proc.pid]
+        assert process.wait_gone([proc.pid], 0.05) == [proc.pid]
         proc.send_signal(signal.SIGTERM)
-        assert leftovers._wait_gone([proc.pid], 5) == []
+        assert process.wait_gone([proc.pid], 5) == []
     finally:
         proc.kill()
         proc.wait()
