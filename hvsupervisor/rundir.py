@@ -48,19 +48,27 @@ def make_dirs(settings: Settings) -> None:
 
 def take_lock(run_dir: Path) -> int:
     """flock the run dir's lock file; AlreadyRunning names the holder."""
-    path = run_dir / LOCK_NAME
+    fd, holder = _flock(run_dir / LOCK_NAME)
+    if fd is None:
+        raise AlreadyRunning(
+            f"another hvsupervisor (pid {holder.split(' ')[0] or '?'}) is already running "
+            f"with run dir {run_dir}")
+    return fd
+
+
+def _flock(path: Path) -> tuple[int | None, str]:
+    """(fd, "") with ``path`` flocked, or (None, what the holder wrote in it)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            os.close(fd)
             raise
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
         os.close(fd)
-        raise AlreadyRunning(
-            f"another hvsupervisor (pid {holder}) is already running with run dir "
-            f"{run_dir}") from None
-    return fd
+        return None, holder
+    return fd, ""
 
 
 def take_state_lock(state_dir: Path, run_dir: Path) -> int:
@@ -74,17 +82,12 @@ def take_state_lock(state_dir: Path, run_dir: Path) -> int:
     """
     path = state_dir / STATE_LOCK
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno not in (errno.EAGAIN, errno.EACCES):
-            raise
-        pid, _, other = os.pread(fd, 4096, 0).decode(errors="replace").strip().partition(" ")
-        os.close(fd)
+    fd, holder = _flock(path)
+    if fd is None:
+        pid, _, other = holder.partition(" ")
         raise AlreadyRunning(
             f"another hvsupervisor (pid {pid or '?'}, run dir {other or '?'}) is already "
-            f"running for state dir {state_dir}; one node has one supervisor") from None
+            f"running for state dir {state_dir}; one node has one supervisor")
     return fd
 
 
