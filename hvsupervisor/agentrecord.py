@@ -203,8 +203,14 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def stop_leftovers(entries: list[Entry], timeout_for: Callable[[str], float]) -> list[int]:
+def stop_leftovers(entries: list[Entry], timeout_for: Callable[[str], float],
+                   signal_for: Callable[[str], int] = lambda _name: signal.SIGTERM,
+                   ) -> list[int]:
     """Stop what a dead supervisor left: each agent and its session, SIGKILL past its timeout.
+
+    ``signal_for(agent)`` is the agent's own ``stop_signal`` (the OVS agent
+    ignores SIGTERM, the DHCP/L3 agents stop at once on SIGINT: doc/upstream-
+    behaviour.md section 13), so a leftover stops as fast as a running one.
 
     All are signalled at once and waited for together, so the delay is the
     longest timeout, not their sum. Returns the pids that were still alive
@@ -217,9 +223,10 @@ def stop_leftovers(entries: list[Entry], timeout_for: Callable[[str], float]) ->
         LOG.warning("event=leftover-agent agent=%s pid=%d session=%s: a previous supervisor "
                     "left it running; stopping it so that only one copy runs",
                     entry.agent, entry.pid, ",".join(map(str, members)) or "-")
+        sig = signal_for(entry.agent)
         for pid in [entry.pid, *members]:
             targets[pid] = max(timeout, targets.get(pid, 0.0))
-            _kill(pid, signal.SIGTERM)
+            _kill(pid, sig)
     start = time.monotonic()
     left = list(targets)
     killed: list[int] = []

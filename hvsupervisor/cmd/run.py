@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 
 from hvsupervisor.cmd.common import load, plans_for_run, prepare_own_log
@@ -42,7 +43,9 @@ def stop_leftovers(settings: Settings, plans: dict):
     if left:
         default = max((p.stop_timeout for p in plans.values()), default=30.0)
         alive = stop(left, lambda name: plans[name].stop_timeout
-                     if name in plans else default)
+                     if name in plans else default,
+                     lambda name: plans[name].stop_signal
+                     if name in plans else signal.SIGTERM)
         for entry in left:
             if entry.pid not in alive:
                 record.remove(entry.pid)

@@ -114,3 +114,31 @@ def test_record_believes_only_the_same_process(tmp_path):
     assert not (tmp_path / "agents" / "999999999").exists()  # dead entries are dropped
     rec.remove(os.getpid())
     assert rec.leftovers() == []
+
+
+def test_leftover_agent_gets_its_own_stop_signal(tmp_path):
+    """A leftover that ignores SIGTERM (as the OVS agent does) stops at once on its
+    catalog stop_signal, instead of waiting out its stop_timeout for SIGKILL."""
+    import subprocess
+    import sys
+
+    from hvsupervisor.agentrecord import stop_leftovers
+
+    code = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "signal.signal(signal.SIGINT, lambda *a: sys.exit(0))\n"
+            "print('up', flush=True)\n"
+            "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline() == b"up\n"  # handlers installed
+        rec = AgentRecord(tmp_path / "agents")
+        rec.ensure()
+        entry = rec.add("ovs-agent", proc.pid)
+        left = stop_leftovers([entry], lambda _name: 30.0, lambda _name: signal.SIGINT)
+        assert left == []
+        assert proc.wait(5) == 0  # exited by its SIGINT handler, not SIGKILLed
+    finally:
+        proc.kill()
+        proc.wait()
