@@ -32,6 +32,27 @@ LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
 RESTART_ONLY = ("state_dir", "log_dir", "run_dir")
 
 
+def _own_log_option_changed(old: Settings, new: Settings) -> str | None:
+    """The first oslo.log option of our own config ([DEFAULT] debug, log_file, ...)
+    that differs between two loads, or None.
+
+    oslo.log configures the supervisor's logging once (setup in cmd/run.py);
+    a reload that silently kept the old value would report a change it did
+    not make.
+    """
+    if old.conf is None or new.conf is None:
+        return None
+    from oslo_log import _options as log_options  # the options oslo_log.register_options adds
+
+    for opt in (*log_options.common_cli_opts, *log_options.logging_cli_opts,
+                *log_options.generic_log_opts, *log_options.log_opts):
+        if opt.dest == "log_dir":  # RESTART_ONLY names it already
+            continue
+        if old.conf[opt.dest] != new.conf[opt.dest]:
+            return opt.dest
+    return None
+
+
 class ReloadRefused(Exception):
     """A reload that cannot be applied whole; the old state is kept."""
 
@@ -108,6 +129,11 @@ class Reloading:
                     raise ReloadRefused(
                         f"[DEFAULT] {option} changed ({old} -> {new}): it needs a restart "
                         f"of hvsupervisor, not a reload")
+            changed = _own_log_option_changed(self.settings, settings)
+            if changed:
+                raise ReloadRefused(
+                    f"[DEFAULT] {changed} changed: our own logging is set up once at start; "
+                    f"it needs a restart of hvsupervisor, not a reload")
             plans = build_plans(settings)
             problem = socket_path_problem(settings.run_dir, plans)
             if problem:

@@ -137,6 +137,19 @@ def test_reload_refuses_a_dir_change_naming_the_option(node, tmp_path):
     wait_until(lambda: any("log_dir changed" in s for s in node.status_messages()))
 
 
+def test_reload_refuses_a_change_to_our_own_logging_naming_the_option(node):
+    """[DEFAULT] debug configures our own oslo.log once at start: a reload that kept
+    the old value silently would say it applied a change it did not."""
+    node.agent("a", standin(), ready="alive:0.1")
+    node.start()
+    before = node.pids()
+    node.snippet("hvsupervisor.conf.d/10-debug.conf", "[DEFAULT]\ndebug = true\n")
+    cp = node.hv("reload")
+    assert cp.returncode == 1
+    assert "[DEFAULT] debug changed" in cp.stderr and "needs a restart" in cp.stderr
+    assert node.pids() == before
+
+
 def test_reload_applies_supervisor_restart_settings(node):
     """[supervisor] flap_max lowered by a reload applies to the running crash loop."""
     node.supervisor_opts.update(flap_max="1000", flap_window="60", restart_sec="0.2",
