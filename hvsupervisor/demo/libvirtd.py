@@ -48,7 +48,7 @@ exec virtlogd
 
 
 def fix_kvm_permissions() -> str:
-    """DESIGN.md section 8: make /dev/kvm usable by libvirt-qemu (host-global)."""
+    """Make /dev/kvm usable by libvirt-qemu (host-global; doc/upstream-behaviour.md section 11)."""
     kvm = pathlib.Path("/dev/kvm")
     if not kvm.exists():
         return "no /dev/kvm"

@@ -9,6 +9,12 @@ The rules (doc/health.md):
 * ``bus-down``: nothing is learnt about the agent (its count stays), and the
   node's control plane is unreachable: degraded, no restarts.
 * ``error``: the probe could not run; nothing is learnt.
+* After its bus was down, an agent gets ``failures`` more probes to
+  reconnect before unanswered ones count: oslo.messaging reconnects with a
+  growing delay (up to 30 s by default), so the first probes after an
+  outage find the bus back but the agent not yet consuming. Counting those
+  would restart every agent of the node right after every outage, the very
+  storm the outage rule exists to prevent.
 
 The control plane is *reachable* once any RPC probe got through to a bus
 (answered or unanswered) and *unreachable* once one found its bus down; the
@@ -42,6 +48,7 @@ class AgentHealth:
     last_error: str | None = None
     last_outcome: str | None = None
     probes: int = 0
+    reconnect_grace: int = 0  # unanswered probes not counted after an outage
 
     def record(self, result: oc.ProbeResult, wall: float, control_plane: str = REACHABLE) -> bool:
         """Apply one probe; True when the agent is now hung (restart it).
@@ -56,19 +63,27 @@ class AgentHealth:
         self.last_outcome = result.outcome
         if result.outcome == oc.ANSWERED:
             self.failures = 0
+            self.reconnect_grace = 0
             self.state = OK
             return False
         self.last_error = f"{result.outcome}: {result.detail}" if result.detail else \
             result.outcome
-        if result.outcome == oc.UNANSWERED and control_plane != UNREACHABLE:
+        if result.outcome == oc.BUS_DOWN or control_plane == UNREACHABLE:
+            self.reconnect_grace = self.threshold
+            return False  # nothing learnt about the agent
+        if result.outcome == oc.UNANSWERED:
+            if self.reconnect_grace > 0:  # the bus is back; the agent may still reconnect
+                self.reconnect_grace -= 1
+                return False
             self.failures += 1
             self.state = FAILING
             return self.failures >= self.threshold
-        return False  # bus-down / error: nothing learnt about the agent
+        return False  # error: nothing learnt about the agent
 
     def reset(self) -> None:
         """A new process (or none): what we knew was about the old one."""
         self.failures = 0
+        self.reconnect_grace = 0
         self.state = UNKNOWN
 
     def label(self) -> str:

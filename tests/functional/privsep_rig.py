@@ -90,6 +90,9 @@ class Rig:
         loop = asyncio.get_running_loop()
         venv_traversable()
         process.set_child_subreaper(True)  # the privsep daemons come back to us
+        # What pytest already runs (session fixtures: the libvirtd namespace holder,
+        # ovsdb-server, RabbitMQ) is not ours to kill on the way out.
+        self.before = set(process.descendants())
         # Outside pytest's 0700 tmp dir: the users must reach their sockets.
         self.run_dir = Path(tempfile.mkdtemp(prefix="hvsp-"))
         self.run_dir.chmod(0o711)
@@ -100,7 +103,7 @@ class Rig:
 
     async def __aexit__(self, *exc) -> None:
         self.broker.close()
-        left = process.descendants()
+        left = [pid for pid in process.descendants() if pid not in self.before]
         process.signal_all(left, 9)
         self.reaper.close()
         for pid in left:

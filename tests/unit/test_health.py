@@ -91,6 +91,27 @@ def test_bus_down_and_errors_never_count():
     assert h.failures == 0
 
 
+def test_after_an_outage_an_agent_gets_threshold_probes_to_reconnect():
+    """The bus is back before the agent's consumer is: oslo.messaging reconnects with a
+    growing delay. Those first unanswered probes must not make every agent "hung"."""
+    h = hp.AgentHealth(threshold=2)
+    assert not h.record(_probe(oc.ANSWERED), 1.0)
+    assert not h.record(_probe(oc.BUS_DOWN), 2.0)
+    # Bus back, agent still reconnecting: two probes of grace, not counted.
+    assert not h.record(_probe(oc.UNANSWERED), 3.0)
+    assert not h.record(_probe(oc.UNANSWERED), 4.0)
+    assert h.failures == 0
+    # Still mute after the grace: now it counts, and two in a row make it hung.
+    assert not h.record(_probe(oc.UNANSWERED), 5.0)
+    assert h.record(_probe(oc.UNANSWERED), 6.0)
+    # An answer ends the grace at once: a later hang is counted from its first probe.
+    h.reset()
+    h.record(_probe(oc.BUS_DOWN), 7.0)
+    h.record(_probe(oc.ANSWERED), 8.0)
+    assert not h.record(_probe(oc.UNANSWERED), 9.0)
+    assert h.record(_probe(oc.UNANSWERED), 10.0)
+
+
 def test_control_plane_follows_the_latest_rpc_probe():
     cp = hp.UNKNOWN
     cp = hp.control_plane(oc.ERROR, cp)
