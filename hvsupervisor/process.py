@@ -11,6 +11,11 @@ supervisor loop (asyncio, single thread) stays in charge of decisions:
 * ``Reaper`` turns SIGCHLD into ``on_exit(pid, returncode, signal)`` calls.
 * ``descendants`` / ``signal_all`` walk /proc ppid links: process groups are
   no containment boundary (the DHCP/L3 masters call setsid()).
+* ``wait_gone`` waits on processes that are not our children (pidfds).
+
+Why over 400 lines: each of these is small, and all of them are the one
+place that touches the kernel's process API (fork/exec, waitpid, pidfd,
+prctl, /proc); the rest of the package stays free of it.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ Facts it relies on (doc/upstream-behaviour.md, "Booting a VM"):
 
 The daemons run from ``bindir`` (a venv with nova, neutron, placement and, for
 ``full``, glance); their shipped ``etc`` files are read from ``prefix/etc``.
+
+Why over 400 lines: it is mostly the services' config text (nova, neutron,
+placement, glance), which reads best next to the launch order it serves.
 """
 
 from __future__ import annotations

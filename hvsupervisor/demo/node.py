@@ -16,6 +16,10 @@ signal is forwarded to the supervisor, which stops its agents (and, with
 destroyed first), the cloud, OVS bridges, OVS, and the netns with the
 qdhcp-/qrouter- namespaces the agents made, killing anything that still
 ran inside (reported: it is a bug).
+
+Why over 400 lines: start and teardown are one ordered sequence (netns,
+cloud, libvirtd, supervisor, VM) and each step's undo must sit beside it,
+so that Ctrl-C at any point leaves nothing.
 """
 
 from __future__ import annotations

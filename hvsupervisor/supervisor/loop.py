@@ -18,6 +18,10 @@ periodic timer: an idle node with the watchdog off does not wake up.
 What acts on the world lives in the mixins: spawning.py (processes, probes,
 gates), reload.py, shutdown.py (agents and the data plane), reporting.py
 (STATUS=, READY=1, status replies).
+
+Why just over 400 lines: the constructor wires every event source (reaper,
+notify sockets, gates, prober, broker, control socket) and ``run`` owns the
+start/stop order; both must stay next to the drain loop they feed.
 """
 
 from __future__ import annotations
