@@ -94,8 +94,11 @@ def _node_config(node: BootNode, cp, libvirtd) -> None:
                         {"OVS_RUNDIR": str(cp.ovs_run)},
                         {"agent:nova-compute": {"stop_timeout": str(COMPUTE_STOP_TIMEOUT)}})
     # br-phys (bridge_mappings) is made by the supervisor, as an operator would ask.
+    # stop_dataplane: the end of the test is "the stop leaves no process", the stop
+    # on the way to a reboot; the shipped default (false) keeps dnsmasq/haproxy
+    # serving across a supervisor restart instead.
     write_ini(node.override / "hvsupervisor.conf.d" / "60-boot.conf",
-              {"supervisor": {"ensure_bridges": "true"}})
+              {"supervisor": {"ensure_bridges": "true", "stop_dataplane": "true"}})
     settings = load_settings(REPO / "etc", node.override, str(node.state_dir),
                              str(node.log_dir), str(node.run_dir))
     node.plans = build_plans(settings)
