@@ -90,20 +90,35 @@ def ensure_flavor(cp: ControlPlane) -> str:
     return _ok("create flavor", status, body)["flavor"]["id"]
 
 
+def _create_once(cp: ControlPlane, what: str, port: int, collection: str, name: str,
+                 body: dict) -> str:
+    """POST ``body`` unless an object called ``name`` exists; its id.
+
+    neutron on sqlite answers 500 ("database is locked", the transaction rolled
+    back) under load: the create is asked again, after looking up the name, so
+    a retry never makes a second object.
+    """
+    def attempt() -> str | None:
+        found = cp.get(port, f"/v2.0/{collection}?name={name}")
+        if isinstance(found, dict) and found.get(collection):
+            return found[collection][0]["id"]
+        status, reply = cp.api("POST", cp.url(port, f"/v2.0/{collection}"), body)
+        if status == 0 or status >= 500:
+            return None  # ask again
+        return _ok(what, status, reply)[collection[:-1]]["id"]
+
+    return wait_until(attempt, 60, what, 1.0)
+
+
 def ensure_network(cp: ControlPlane) -> str:
     """A flat network on physnet1 with a DHCP subnet (no gateway: metadata comes
     from the DHCP namespace, ``force_metadata``); its id."""
-    found = cp.get(cp.neutron_port, f"/v2.0/networks?name={NETWORK}")
-    if isinstance(found, dict) and found.get("networks"):
-        return found["networks"][0]["id"]
-    status, body = cp.api("POST", cp.url(cp.neutron_port, "/v2.0/networks"), {"network": {
+    net = _create_once(cp, "create network", cp.neutron_port, "networks", NETWORK, {"network": {
         "name": NETWORK, "shared": True, "project_id": PROJECT, "provider:network_type": "flat",
         "provider:physical_network": PHYSNET}})
-    net = _ok("create network", status, body)["network"]["id"]
-    status, body = cp.api("POST", cp.url(cp.neutron_port, "/v2.0/subnets"), {"subnet": {
+    _create_once(cp, "create subnet", cp.neutron_port, "subnets", f"{NETWORK}-v4", {"subnet": {
         "name": f"{NETWORK}-v4", "network_id": net, "project_id": PROJECT, "ip_version": 4,
         "cidr": CIDR, "gateway_ip": None, "enable_dhcp": True}})
-    _ok("create subnet", status, body)
     return net
 
 
