@@ -242,7 +242,13 @@ def _fresh_round(cp, server_id: str, after: int, ip: str, timeout: float) -> int
         both = sorted(ips & uuids)
         return both[0] if both else None
 
-    return wait_until(good, timeout, f"a guest round after n={after} with ip {ip} and its uuid")
+    try:
+        return wait_until(good, timeout, f"a guest round after n={after} with ip {ip} and its uuid")
+    except TimeoutError as exc:
+        from hvsupervisor.demo import boot
+
+        tail = "\n".join(boot.console(cp, server_id).splitlines()[-40:])
+        raise AssertionError(f"{exc}; the guest's console ends:\n{tail}") from None
 
 
 def test_boot_serve_survive_restarts_delete(boot_node):
