@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,10 +226,11 @@ def banner(layout: Layout, ns: services.Netns, cp: cloud.ControlPlane, virt_type
 """
 
 
-def _boot(cp: cloud.ControlPlane, layout: Layout, image_id: str, timings: dict) -> None:
-    """Boot the demo VM, print its console lines as they come (a thread)."""
+def _boot(cp: cloud.ControlPlane, layout: Layout, timings: dict) -> None:
+    """Upload the guest, boot the demo VM, print its console lines as they come (a thread)."""
     say = lambda msg: print(f"hvsupervisor demo: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     try:
+        image_id = boot.upload_guest(cp, layout.guest)[0]
         net = boot.ensure_network(cp)
         booted = boot.boot(cp, HOST, image_id, net, log=say)
         timings["boot_to_active"] = booted.timings["active"] - booted.timings["post"]
@@ -258,7 +260,7 @@ def _boot(cp: cloud.ControlPlane, layout: Layout, image_id: str, timings: dict) 
 
 
 def _watch(layout: Layout, ns: services.Netns, cp: cloud.ControlPlane, sup: services.Proc,
-           t0: float, virt_type: str, image_id: str | None) -> int:
+           t0: float, virt_type: str, boot_vm: bool) -> int:
     """Banner when the control socket answers, one line when the node has joined the
     cloud (then the boot, if asked); wait for the supervisor."""
     shown = done = False
@@ -266,7 +268,7 @@ def _watch(layout: Layout, ns: services.Netns, cp: cloud.ControlPlane, sup: serv
     timings: dict[str, float] = {}
     while sup.alive():
         if not shown and layout.control_socket.exists() and _agents(layout) is not None:
-            print(banner(layout, ns, cp, virt_type, image_id is not None), file=sys.stderr,
+            print(banner(layout, ns, cp, virt_type, boot_vm), file=sys.stderr,
                   flush=True)
             shown = True
         if shown and not done:
@@ -275,8 +277,8 @@ def _watch(layout: Layout, ns: services.Netns, cp: cloud.ControlPlane, sup: serv
                 done = True
                 print(f"hvsupervisor demo: joined the cloud {time.monotonic() - t0:.1f} s "
                       f"after start: {why}", file=sys.stderr, flush=True)
-                if image_id is not None:
-                    threading.Thread(target=_boot, args=(cp, layout, image_id, timings),
+                if boot_vm:
+                    threading.Thread(target=_boot, args=(cp, layout, timings),
                                      name="demo-boot", daemon=True).start()
             elif time.monotonic() - t0 > JOIN_TIMEOUT:
                 done = True
@@ -419,19 +421,26 @@ def run(demo_dir: Path, defaults_dir: Path | None = None, boot_vm: bool = False)
                               dnsmasq_conf)
         sig.stop_budget = stop_budget(build_plans(load_settings(
             defaults, layout.override, str(layout.state), str(layout.log), str(layout.run))))
-        cp = cloud.start_control_plane(layout.cloud, bindir=bindir, prefix=bindir.parent,
-                                       full=True, ns=ns, keep_databases=True)
-        say(f"cloud up {time.monotonic() - t0:.1f} s after start "
-            f"({'databases built' if 'databases' in cp.timings else 'databases kept'})")
+        # libvirtd starts while the cloud does (it needs nothing of it); both
+        # must be up before the supervisor (the libvirt gate, the bus).
         virt.setup()
-        virt.start()
-        image_id = boot.upload_guest(cp, layout.guest)[0] if boot_vm else None
+        with ThreadPoolExecutor(1, thread_name_prefix="demo-libvirtd") as pool:
+            libvirtd_up = pool.submit(virt.start)
+            try:
+                cp = cloud.start_control_plane(layout.cloud, bindir=bindir,
+                                               prefix=bindir.parent, full=True, ns=ns,
+                                               keep_databases=True)
+            finally:  # never leave a libvirtd starting behind a failed cloud
+                libvirtd_up.exception()
+            libvirtd_up.result()
+        say(f"cloud and libvirtd up {time.monotonic() - t0:.1f} s after start "
+            f"({'databases built' if 'databases' in cp.timings else 'databases kept'})")
         argv = [sys.executable, "-m", "hvsupervisor", "--defaults-dir", str(defaults),
                 "--override-dir", str(layout.override), "--state-dir", str(layout.state),
                 "--log-dir", str(layout.log), "--run-dir", str(layout.run), "run"]
         sup = ns.spawn("hvsupervisor", argv, None, cp.env(), cwd=layout.run)
         sig.supervisor = sup
-        rc = _watch(layout, ns, cp, sup, t0, virt_type, image_id)
+        rc = _watch(layout, ns, cp, sup, t0, virt_type, boot_vm)
         if sig.received is None:
             say(f"the supervisor exited rc={rc}")
             rc = rc or 1
