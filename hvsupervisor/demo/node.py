@@ -285,8 +285,8 @@ def _watch(layout: Layout, ns: services.Netns, cp: cloud.ControlPlane, sup: serv
                 print(f"hvsupervisor demo: not joined after {JOIN_TIMEOUT:.0f} s: see "
                       f"hvsupervisor --run-dir {layout.run} status and {layout.log}",
                       file=sys.stderr, flush=True)
-        try:
-            sup.popen.wait(2.0)
+        try:  # look often until joined: the figure is the demo's time to serving
+            sup.popen.wait(2.0 if done else 0.5)
         except subprocess.TimeoutExpired:
             pass
     return sup.popen.returncode
