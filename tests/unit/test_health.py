@@ -50,6 +50,9 @@ def test_ready_rule_refuses_bad_rpc_and_http(text):
 def test_protocol_round_trip():
     req = RpcRequest("rabbit://u:p@h:5672/", "nova", "compute", "node1", "6.0", 5.0)
     assert decode_request(encode_request(7, req)) == (7, req)
+    tls = RpcRequest("rabbit://u:p@h:5671/", "nova", "compute", "node1", "6.0", 5.0,
+                     (("ssl", "true"), ("ssl_ca_file", "/etc/ssl/ca.pem")))
+    assert decode_request(encode_request(8, tls)) == (8, tls)
     result = oc.ProbeResult(oc.UNANSWERED, "no reply", 5.01)
     line = encode_reply(7, result)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
