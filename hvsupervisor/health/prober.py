@@ -63,9 +63,10 @@ def _agent_conf(rabbit: tuple[tuple[str, str], ...]):
     oslo.messaging 18.3 registers ``[oslo_messaging_tracing]`` and
     ``[oslo_messaging_metrics]`` on the global cfg.CONF only, yet its RPC
     client reads them from the transport's conf (doc/upstream-behaviour.md):
-    they are registered here too when those modules exist. An option this oslo.messaging does not know is skipped, as the
-    agent's own oslo.config ignores it; a value it cannot parse is an error
-    of the probe (``ERROR``), never ``bus-down``.
+    they are registered here too when those modules exist. An option this
+    oslo.messaging does not know is skipped, as the agent's own oslo.config
+    ignores it; a value it cannot parse is an error of the probe
+    (``ERROR``), never ``bus-down``.
     """
     from oslo_config import cfg
     from oslo_messaging import opts as om_opts
