@@ -1,9 +1,9 @@
 """The real six as their own users: nova and neutron, no capabilities, privsep brokered.
 
 The same upstream daemons and control plane as test_upstream.py, under
-``hvsupervisor run``, with one site snippet more (``70-users.conf``):
-nova-compute and nova-api-metadata as ``nova``, the four neutron agents as
-``neutron``. The users come from the shipped sysusers file, applied with
+``hvsupervisor run``, with the shipped opt-in snippet
+(etc/examples/hvsupervisor.conf.d/50-users.conf.example): nova-compute and
+nova-api-metadata as ``nova``, the four neutron agents as ``neutron``. The users come from the shipped sysusers file, applied with
 ``systemd-sysusers`` as a package does; the users and groups this module
 created are removed afterwards (ones that already existed are kept).
 
@@ -42,6 +42,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 HOST = "e2e-users-node"
 SYSUSERS = REPO / "units" / "sysusers.d" / "hvsupervisor.conf"
+EXAMPLE = REPO / "etc" / "examples" / "hvsupervisor.conf.d" / "50-users.conf.example"
 USERS = {"nova-compute": "nova", "nova-api-metadata": "nova",
          "neutron-openvswitch-agent": "neutron", "neutron-dhcp-agent": "neutron",
          "neutron-l3-agent": "neutron", "neutron-metadata-agent": "neutron"}
@@ -134,13 +135,13 @@ def users_node(upstream_controlplane, agent_users):
     base = Path(tempfile.mkdtemp(prefix="hvsup-e2e-users-"))
     base.chmod(0o711)
     override = base / "override"
-    snippet = override / "hvsupervisor.conf.d" / "70-users.conf"
-    snippet.parent.mkdir(parents=True)
-    snippet.write_text(
-        "# nova and neutron as their own users (issue 15)\n"
-        + "".join(f"[agent:{a}]\nuser = {u}\n" for a, u in USERS.items())
-        # br-phys for physnet1; dnsmasq and haproxy go with the node.
-        + "[supervisor]\nensure_bridges = true\nstop_dataplane = true\n")
+    conf_d = override / "hvsupervisor.conf.d"
+    conf_d.mkdir(parents=True)
+    # The shipped opt-in, as an operator installs it.
+    shutil.copyfile(EXAMPLE, conf_d / "50-users.conf")
+    # br-phys for physnet1; dnsmasq and haproxy go with the node.
+    (conf_d / "70-e2e-users.conf").write_text(
+        "[supervisor]\nensure_bridges = true\nstop_dataplane = true\n")
     neutron = override / "neutron" / "neutron.conf.d" / "70-users.conf"
     neutron.parent.mkdir(parents=True)
     neutron.write_text(f"[agent]\ncheck_child_processes_interval = {CHECK_INTERVAL}\n")
