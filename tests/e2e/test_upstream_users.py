@@ -3,7 +3,8 @@
 The same upstream daemons and control plane as test_upstream.py, under
 ``hvsupervisor run``, with the shipped opt-in snippet
 (etc/examples/hvsupervisor.conf.d/50-users.conf.example): nova-compute and
-nova-api-metadata as ``nova``, the four neutron agents as ``neutron``. The users come from the shipped sysusers file, applied with
+nova-api-metadata as ``nova``, the four neutron agents as ``neutron``. The
+users come from the shipped sysusers file, applied with
 ``systemd-sysusers`` as a package does; the users and groups this module
 created are removed afterwards (ones that already existed are kept).
 
