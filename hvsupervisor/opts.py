@@ -183,6 +183,15 @@ health_opts = [
         default=10.0,
         help="Seconds one probe waits for the agent's answer.",
     ),
+    cfg.Opt(
+        "code_check_interval",
+        type=hvtypes.Seconds(min=0, max=86400),
+        default=60.0,
+        help="Seconds between looks for an agent whose code changed under it (a package "
+        "upgrade: 'restart pending' in status, STATUS= and the metrics). Done on a "
+        "watchdog tick, when the loop is awake anyway, and on every 'status'. 0: only "
+        "on 'status'.",
+    ),
     cfg.StrOpt(
         "metrics_textfile",
         default="/var/lib/prometheus/node-exporter/hvsupervisor.prom",

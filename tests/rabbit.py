@@ -8,6 +8,9 @@ Started in the root network namespace with its own epmd on a private port
 test's broker. ``stop()`` kills the broker's process group (a throwaway
 broker loses nothing; hvsupervisor/demo/services.py says why not SIGTERM);
 ``start()`` again brings the same node back on the same port.
+
+``Rabbit(base, tls=True)`` listens with TLS only (no plain AMQP port), with a
+CA and a server certificate for 127.0.0.1 made by the openssl command.
 """
 
 from __future__ import annotations
@@ -36,9 +39,29 @@ def _open(port: int) -> bool:
         return False
 
 
+def make_tls(directory: Path) -> dict[str, Path]:
+    """A CA and a server certificate (SAN IP:127.0.0.1) made with openssl."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (directory / n for n in
+                                  ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName = IP:127.0.0.1\n")
+    for argv in (
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=hvsupervisor test CA", "-keyout", ca_key, "-out", ca],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", key, "-out", csr],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+         "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", cert],
+    ):
+        subprocess.run([str(a) for a in argv], check=True, capture_output=True)
+    return {"ca": ca, "cert": cert, "key": key}
+
+
 class Rabbit:
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, tls: bool = False):
         self.base = base
+        self.tls = make_tls(base / "tls") if tls else None
         self.port = free_port()
         self.epmd_port = free_port()
         self.dist_port = free_port()
@@ -48,6 +71,17 @@ class Rabbit:
         for d in ("mnesia", "log"):
             (base / d).mkdir(parents=True, exist_ok=True)
         (base / "enabled_plugins").write_text("[].\n")
+        if self.tls is not None:
+            # TLS only: a client that speaks plain AMQP finds nothing listening.
+            (base / "rabbitmq.conf").write_text(
+                "listeners.tcp = none\n"
+                f"listeners.ssl.default = {self.port}\n"
+                f"ssl_options.cacertfile = {self.tls['ca']}\n"
+                f"ssl_options.certfile = {self.tls['cert']}\n"
+                f"ssl_options.keyfile = {self.tls['key']}\n"
+                "ssl_options.verify = verify_none\n"
+                "ssl_options.fail_if_no_peer_cert = false\n")
+            self.env.pop("RABBITMQ_NODE_PORT", None)
 
     @property
     def url(self) -> str:

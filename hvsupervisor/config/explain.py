@@ -140,6 +140,17 @@ class Effective:
         return Explanation(self.plan.agent, section, option, value, path, line, "file",
                            contributors)
 
+    def options(self, section: str) -> list[str]:
+        """Every option of ``section`` that a file of the plan or its
+        ``OS_<GROUP>__<OPT>`` environment sets, sorted."""
+        group = norm_group(section)
+        names = {key.replace("-", "_") for pf in self.plan.parsed
+                 for sec, keys in pf.sections.items() if norm_group(sec) == group
+                 for key in keys}
+        prefix = f"OS_{group.upper()}__"
+        names |= {k[len(prefix):].lower() for k in self.plan.env if k.startswith(prefix)}
+        return sorted(names)
+
     def lookup(self, section: str, option: str) -> str | None:
         """The effective value only (for host gates deriving URIs and bridges)."""
         return self.explain(section, option).value

@@ -14,8 +14,12 @@ Three sources, strongest first:
 2. A name heuristic (password, pass, secret, token, key, credential ...),
    always applied too: a stricter union, and the only rule without nova.
 3. URL credentials (``scheme://user:PASSWORD@host``), in any value or argv
-   word; the password runs to the *last* ``@`` of the host part, so a
-   password containing ``@`` is masked whole.
+   word; the password runs to the *last* ``@`` of its host entry, so a
+   password containing ``@`` is masked whole. oslo.messaging's extra hosts
+   (``,user:pw@host2``) are masked one by one; when the authority does not
+   split into clean ``creds@host[:port]`` entries (a ``,`` or ``/`` inside a
+   password), everything from the first user's ``:`` to the last ``@`` is
+   masked: the display loses the earlier hosts, never a password piece.
 """
 
 from __future__ import annotations
@@ -38,21 +42,44 @@ ENTRY_POINT_GROUP = "oslo.config.opts"
 _SECRET_NAME = re.compile(
     r"(password|passwd|passphrase|pass$|_pass_|secret|token|credential|private_key|"
     r"_key$|^key$|hmac)", re.I)
-# scheme://user:pw@host, and oslo.messaging's extra hosts ",user:pw@host2". The
-# password is greedy within one host entry (no space or comma): it ends at the
-# last '@', so "p@ss" is masked whole.
-_URL_CREDS = re.compile(
-    r"(?P<scheme>[A-Za-z][\w+.-]*://|,)(?P<user>[^:/@\s,;]*):(?P<pw>[^\s,]*)@"
-)
+# scheme://AUTHORITY: the authority runs to the *last* '@' of the word (a
+# password may hold '@', ',' or '/'), then to the next '/', '?' or '#'.
+_URL = re.compile(r"(?P<scheme>[A-Za-z][\w+.-]*://)(?P<auth>(?:\S*@)?[^\s/?#@]*)")
+# One clean host entry: optional "creds@", then a host (or [v6]) and an optional port.
+_ENTRY_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]*\]|[^\[\]@:,/\s]*)(?::\d*)?\Z")
 _URL_SHAPED = re.compile(r"[A-Za-z][\w+.-]*://[^\s]*\Z")
 # A query string may carry a secret too (``?password=...``): every value is masked.
 _QUERY_VALUE = re.compile(r"([?&][^=&#\s]+=)[^&#\s]*")
 _ENV_OPT = re.compile(r"OS_(?P<group>[A-Za-z0-9_]+?)__(?P<opt>[A-Za-z0-9_]+)\Z")
 
 
+def _mask_creds(creds: str) -> str:
+    """``user:pw`` -> ``user:****``; a bare user (no password) is kept."""
+    user, colon, _ = creds.partition(":")
+    return f"{user}:{MASK}" if colon else creds
+
+
+def _mask_authority(auth: str) -> str:
+    if "@" not in auth:
+        return auth
+    entries = auth.split(",")
+    masked = []
+    for entry in entries:
+        creds, at, host = entry.rpartition("@")
+        if not _ENTRY_HOST.match(host if at else entry):
+            break
+        masked.append(f"{_mask_creds(creds)}@{host}" if at else entry)
+    else:
+        return ",".join(masked)
+    # Not clean entries: a ',' inside a password made a fake "host" such as
+    # "u:p" (rabbit://u:p,w@h). Mask from the first ':' to the last '@'.
+    creds, _, host = auth.rpartition("@")
+    return f"{_mask_creds(creds)}@{host}"
+
+
 def mask_text(text: str) -> str:
     """Mask the password part of every URL in ``text`` (transport_url, connection...)."""
-    return _URL_CREDS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    return _URL.sub(lambda m: m["scheme"] + _mask_authority(m["auth"]), text)
 
 
 def secret_name(option: str) -> bool:

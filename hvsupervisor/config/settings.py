@@ -85,6 +85,7 @@ class SupervisorSettings:
     health_interval: float = 60.0
     health_failures: int = 3
     health_timeout: float = 10.0
+    code_check_interval: float = 60.0
     metrics_textfile: str = ""
     metrics_listen: str = ""
 

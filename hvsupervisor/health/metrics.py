@@ -8,6 +8,9 @@ metric shows has changed, never on a timer: an idle node does not wake up
 for it. A missing textfile directory (node_exporter not installed) is
 logged once and skipped, never fatal.
 
+They render the same ``NodeStatus`` as ``hvsupervisor status`` and the
+control socket (objects/status.py), so a scrape and the CLI never disagree.
+
 Series (labels ``agent``):
 
 * ``hvsupervisor_agent_up``: a process is running;
@@ -29,30 +32,15 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import generate_latest
 
 from hvsupervisor import __version__
+from hvsupervisor.objects.status import AgentStatus, NodeStatus
 
 LOG = logging.getLogger("hvsupervisor.metrics")
-
-
-@dataclass(frozen=True)
-class AgentMetrics:
-    name: str
-    up: bool
-    ready: bool
-    healthy: int  # 1 ok, 0 failing, -1 unknown
-    restarts: int
-    last_exit_code: int  # -1: never exited
-    probe_duration: float | None
-    probe_timestamp: float | None
-    probe_failures: int
-    restart_pending: bool = False  # code or config changed under the running process
 
 
 _SIGNAL = re.compile(r"^signal (\d+)")
@@ -77,7 +65,7 @@ class _Restarts:
     type for a ``_total`` name); prometheus_client's Counter cannot be set to the
     lifecycle's own count, so it is emitted as a metric family."""
 
-    def __init__(self, agents: list[AgentMetrics]):
+    def __init__(self, agents: tuple[AgentStatus, ...]):
         self.agents = agents
 
     def collect(self):
@@ -89,8 +77,15 @@ class _Restarts:
         yield fam
 
 
-def build_registry(agents: Iterable[AgentMetrics], control_plane: str,
-                   node_ready: bool) -> CollectorRegistry:
+def healthy(agent: AgentStatus) -> int:
+    """Liveness as a number: 1 ok, 0 failing, -1 unknown or no probe kind."""
+    state = (agent.health or {}).get("state")
+    return {"ok": 1, "failing": 0}.get(str(state), -1)
+
+
+def build_registry(node: NodeStatus) -> CollectorRegistry:
+    """The node's status as a fresh registry (one per change: cheap, and no stale
+    label survives an agent that left the catalog on a reload)."""
     reg = CollectorRegistry()
     labels = ["agent"]
     g = {
@@ -114,25 +109,26 @@ def build_registry(agents: Iterable[AgentMetrics], control_plane: str,
                          "1 if the agent's code changed after it started (a package "
                          "upgrade): it runs old code until restarted.", labels, registry=reg),
     }
-    agents = list(agents)
+    agents = node.agents
     reg.register(_Restarts(agents))
     for a in agents:
-        g["up"].labels(a.name).set(1 if a.up else 0)
+        h = a.health or {}
+        g["up"].labels(a.name).set(1 if a.pid is not None else 0)
         g["ready"].labels(a.name).set(1 if a.ready else 0)
-        g["healthy"].labels(a.name).set(a.healthy)
-        g["exit"].labels(a.name).set(a.last_exit_code)
-        g["fail"].labels(a.name).set(a.probe_failures)
+        g["healthy"].labels(a.name).set(healthy(a))
+        g["exit"].labels(a.name).set(exit_code(a.last_exit))
+        g["fail"].labels(a.name).set(int(h.get("failures") or 0))
         g["pending"].labels(a.name).set(1 if a.restart_pending else 0)
-        if a.probe_duration is not None:
-            g["dur"].labels(a.name).set(a.probe_duration)
-        if a.probe_timestamp is not None:
-            g["ts"].labels(a.name).set(a.probe_timestamp)
+        if h.get("last_duration") is not None:
+            g["dur"].labels(a.name).set(h["last_duration"])
+        if h.get("last_probe") is not None:
+            g["ts"].labels(a.name).set(h["last_probe"])
     cp = Gauge("hvsupervisor_control_plane_reachable",
                "1 if the agents' message bus is reachable, 0 if not, -1 not known yet.",
                registry=reg)
-    cp.set({"reachable": 1, "unreachable": 0}.get(control_plane, -1))
+    cp.set({"reachable": 1, "unreachable": 0}.get(node.control_plane, -1))
     Gauge("hvsupervisor_ready", "1 if READY=1 was sent and every agent is ready.",
-          registry=reg).set(1 if node_ready else 0)
+          registry=reg).set(1 if node.ready else 0)
     Gauge("hvsupervisor_info", "The supervisor's version.", ["version"],
           registry=reg).labels(__version__).set(1)
     return reg

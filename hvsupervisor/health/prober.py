@@ -27,6 +27,7 @@ A probe (doc/health.md, doc/upstream-behaviour.md "What each agent consumes"):
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
@@ -44,34 +45,93 @@ from hvsupervisor.health.protocol import (
 )
 
 METHOD = "hvsupervisor_probe_ignore_errors"
+RABBIT_GROUP = "oslo_messaging_rabbit"
+# (module, options list = group name) that oslo.messaging registers on cfg.CONF only.
+_GLOBAL_ONLY_GROUPS = (("oslo_messaging._tracing.client", "oslo_messaging_tracing"),
+                       ("oslo_messaging._metrics.client", "oslo_messaging_metrics"))
 WORKERS = 8
 LOGIN_TIMEOUT = 3.0
 
 LOG = logging.getLogger("hvsupervisor.prober")
-_CONF_LOCK = threading.Lock()
-_CONF_DONE: list[bool] = []
+
+
+def _agent_conf(rabbit: tuple[tuple[str, str], ...]):
+    """A private ConfigOpts holding oslo.messaging's options and the agent's
+    ``[oslo_messaging_rabbit]`` values, so two agents with different TLS or
+    queue settings never share one global (doc/health.md).
+
+    oslo.messaging 18.3 registers ``[oslo_messaging_tracing]`` and
+    ``[oslo_messaging_metrics]`` on the global cfg.CONF only, yet its RPC
+    client reads them from the transport's conf (doc/upstream-behaviour.md):
+    they are registered here too when those modules exist. An option this
+    oslo.messaging does not know is skipped, as the agent's own oslo.config
+    ignores it; a value it cannot parse is an error of the probe
+    (``ERROR``), never ``bus-down``.
+    """
+    from oslo_config import cfg
+    from oslo_messaging import opts as om_opts
+
+    conf = cfg.ConfigOpts()
+    for group, opts in om_opts.list_opts():
+        conf.register_opts(opts, group=group)
+    for module, name in _GLOBAL_ONLY_GROUPS:
+        try:
+            opts = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue  # an oslo.messaging without it does not read it either
+        conf.register_opts(opts, group=name)
+    conf([], project="hvsupervisor-prober", default_config_files=[],
+         default_config_dirs=[], use_env=False)
+    for name, value in rabbit:
+        try:
+            conf.set_override(name, value, group=RABBIT_GROUP)
+        except cfg.NoSuchOptError:
+            LOG.debug("[%s] %s: not an option of this oslo.messaging", RABBIT_GROUP, name)
+    return conf
+
+
+def ssl_params(rabbit_conf, hostname: str | None):
+    """kombu's ``ssl=`` for a login check, as oslo.messaging's rabbit driver
+    builds it (``Connection._fetch_ssl_params``): False, True, or a dict."""
+    if not rabbit_conf.ssl:
+        return False
+    params: dict = {}
+    if rabbit_conf.ssl_version:
+        import ssl
+
+        version = getattr(ssl, f"PROTOCOL_{rabbit_conf.ssl_version.upper()}", None)
+        if version is None:
+            raise ValueError(f"[{RABBIT_GROUP}] ssl_version {rabbit_conf.ssl_version!r} "
+                             "is not known to this Python")
+        params["ssl_version"] = version
+    if rabbit_conf.ssl_key_file:
+        params["keyfile"] = rabbit_conf.ssl_key_file
+    if rabbit_conf.ssl_cert_file:
+        params["certfile"] = rabbit_conf.ssl_cert_file
+    if rabbit_conf.ssl_ca_file:
+        import ssl
+
+        params["ca_certs"] = rabbit_conf.ssl_ca_file
+        params["cert_reqs"] = ssl.CERT_REQUIRED
+        params["server_hostname"] = hostname
+    return params or True
 
 
 class Bus:
-    """One transport_url: its oslo.messaging transport and a login check."""
+    """One transport_url with one agent's rabbit options: its oslo.messaging
+    transport and a login check."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, rabbit: tuple[tuple[str, str], ...] = ()):
         import oslo_messaging
-        from oslo_config import cfg
 
         self._om = oslo_messaging
-        # The global CONF, not a private ConfigOpts: oslo.messaging 18.3
-        # registers [oslo_messaging_tracing] on cfg.CONF only, and its RPC
-        # client reads it from the transport's conf (doc/upstream-behaviour.md).
-        # This process holds nothing else, so the global is ours.
-        self.conf = cfg.CONF
-        with _CONF_LOCK:
-            if not _CONF_DONE:
-                self.conf([], project="hvsupervisor-prober", default_config_files=[],
-                          default_config_dirs=[], use_env=False)
-                _CONF_DONE.append(True)
+        self.conf = _agent_conf(rabbit)
         self.parsed = oslo_messaging.TransportURL.parse(self.conf, url)
         self.transport = oslo_messaging.get_rpc_transport(self.conf, url=url)
+        hosts = self.parsed.hosts
+        # oslo.messaging checks the broker's name only for a one-host URL.
+        self.ssl = ssl_params(self.conf[RABBIT_GROUP],
+                              hosts[0].hostname if len(hosts) == 1 else None)
 
     def login(self, timeout: float) -> tuple[bool, str]:
         """(True, "") if any host of the URL accepts an AMQP login."""
@@ -85,12 +145,13 @@ class Bus:
                 hostname=host.hostname or "localhost", port=host.port or 5672,
                 userid=host.username or "guest", password=host.password or "guest",
                 virtual_host=self.parsed.virtual_host or "/", transport="pyamqp",
-                connect_timeout=timeout)
+                connect_timeout=timeout, ssl=self.ssl)
             try:
                 conn.connect()
                 return True, ""
             except Exception as exc:  # every driver error means "cannot log in"
-                last = f"{host.hostname}:{host.port or 5672}: {type(exc).__name__}: {exc}"
+                tls = " (TLS)" if self.ssl else ""
+                last = f"{host.hostname}:{host.port or 5672}{tls}: {type(exc).__name__}: {exc}"
             finally:
                 conn.release()
         return False, last
@@ -134,15 +195,16 @@ class Prober:
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.write_lock = threading.Lock()
-        self.buses: dict[str, Bus] = {}
+        self.buses: dict[tuple, Bus] = {}
         self.bus_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="probe")
 
-    def bus(self, url: str) -> Bus:
+    def bus(self, req: RpcRequest) -> Bus:
+        key = (req.url, req.rabbit)
         with self.bus_lock:
-            bus = self.buses.get(url)
+            bus = self.buses.get(key)
             if bus is None:
-                bus = self.buses[url] = Bus(url)
+                bus = self.buses[key] = Bus(req.url, req.rabbit)
             return bus
 
     def reply(self, req_id: int, result: oc.ProbeResult) -> None:
@@ -160,7 +222,7 @@ class Prober:
             LOG.error("bad request: %s", exc)
             return
         try:
-            result = self.bus(req.url).call(req)
+            result = self.bus(req).call(req)
         except Exception as exc:  # e.g. an unparsable transport_url
             result = oc.ProbeResult(oc.ERROR, f"{type(exc).__name__}: {exc}")
         self.reply(req_id, result)

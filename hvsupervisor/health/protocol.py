@@ -3,7 +3,11 @@
 Request (supervisor -> prober)::
 
     {"id": 7, "url": "rabbit://...", "exchange": "nova", "topic": "compute",
-     "server": "node1", "version": "6.0", "timeout": 5.0}
+     "server": "node1", "version": "6.0", "timeout": 5.0,
+     "rabbit": [["ssl", "true"], ["ssl_ca_file", "/etc/ssl/ca.pem"]]}
+
+``rabbit`` is the agent's own ``[oslo_messaging_rabbit]`` (effective values,
+as written): TLS, durable or quorum queues must match what the agent uses.
 
 Reply (prober -> supervisor)::
 
@@ -37,11 +41,14 @@ class RpcRequest:
     server: str
     version: str
     timeout: float
+    # The agent's [oslo_messaging_rabbit] options (name, value as written).
+    rabbit: tuple[tuple[str, str], ...] = ()
 
 
 def encode_request(req_id: int, req: RpcRequest) -> bytes:
     body = {"id": req_id, "url": req.url, "exchange": req.exchange, "topic": req.topic,
-            "server": req.server, "version": req.version, "timeout": req.timeout}
+            "server": req.server, "version": req.version, "timeout": req.timeout,
+            "rabbit": [list(kv) for kv in req.rabbit]}
     return json.dumps(body, separators=(",", ":")).encode() + b"\n"
 
 
@@ -51,10 +58,12 @@ def decode_request(line: bytes) -> tuple[int, RpcRequest]:
     if not isinstance(body, dict):
         raise ValueError("request is not an object")
     try:
+        rabbit = tuple((str(k), str(v)) for k, v in body.get("rabbit") or ())
         req = RpcRequest(str(body["url"]), str(body["exchange"]), str(body["topic"]),
-                         str(body["server"]), str(body["version"]), float(body["timeout"]))
+                         str(body["server"]), str(body["version"]), float(body["timeout"]),
+                         rabbit)
         return int(body["id"]), req
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"bad request: {exc}") from None
 
 

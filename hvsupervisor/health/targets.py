@@ -11,7 +11,11 @@ host the daemon uses:
 * ``[DEFAULT] host``: the RPC server name, oslo's default being the
   machine's hostname (nova and neutron both default ``host`` to
   ``socket.gethostname()``);
-* ``[DEFAULT] control_exchange``: when set, it replaces the rule's exchange.
+* ``[DEFAULT] control_exchange``: when set, it replaces the rule's exchange;
+* ``[oslo_messaging_rabbit]``: every option the agent's files (or its
+  ``OS_OSLO_MESSAGING_RABBIT__*`` environment) set, so a TLS bus is reached
+  over TLS and the probe declares exchanges as durable (or quorum) as the
+  agent does (doc/health.md).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from hvsupervisor.config.explain import effective, mask_text
 from hvsupervisor.config.plan import Plan
 from hvsupervisor.health.protocol import RpcRequest
 
+RABBIT_GROUP = "oslo_messaging_rabbit"
+_TRUE = ("true", "1", "yes", "on")
+
 
 @dataclass(frozen=True)
 class RpcTarget:
@@ -32,15 +39,17 @@ class RpcTarget:
     topic: str
     server: str
     version: str
+    rabbit: tuple[tuple[str, str], ...] = ()
 
     def request(self, timeout: float) -> RpcRequest:
         assert self.url is not None
         return RpcRequest(self.url, self.exchange, self.topic, self.server, self.version,
-                          timeout)
+                          timeout, self.rabbit)
 
     def __str__(self) -> str:
         url = mask_text(self.url) if self.url else "(no transport_url)"
-        return f"{self.exchange}/{self.topic}.{self.server}@{self.version} via {url}"
+        tls = " (TLS)" if dict(self.rabbit).get("ssl", "").lower() in _TRUE else ""
+        return f"{self.exchange}/{self.topic}.{self.server}@{self.version} via {url}{tls}"
 
 
 def rpc_target(plan: Plan) -> RpcTarget | None:
@@ -56,4 +65,7 @@ def rpc_target(plan: Plan) -> RpcTarget | None:
     host = eff.lookup("DEFAULT", "host") or socket.gethostname()
     exchange = eff.lookup("DEFAULT", "control_exchange") or rule.exchange
     assert rule.topic is not None and rule.version is not None and exchange is not None
-    return RpcTarget(plan.agent, url or None, exchange, rule.topic, host, rule.version)
+    rabbit = tuple((name, value) for name in eff.options(RABBIT_GROUP)
+                   if (value := eff.lookup(RABBIT_GROUP, name)) is not None)
+    return RpcTarget(plan.agent, url or None, exchange, rule.topic, host, rule.version,
+                     rabbit)

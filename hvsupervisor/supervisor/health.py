@@ -30,7 +30,7 @@ from hvsupervisor import process
 from hvsupervisor.health import outcome as oc
 from hvsupervisor.health import policy as hp
 from hvsupervisor.health.http import http_probe
-from hvsupervisor.health.metrics import AgentMetrics, build_registry, exit_code
+from hvsupervisor.health.metrics import build_registry
 from hvsupervisor.supervisor.agent import Agent
 
 LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
@@ -202,18 +202,4 @@ class Health:
         if self._metrics_timer is not None:
             self._metrics_timer.cancel()
             self._metrics_timer = None
-        node_ready = self._ready_sent and bool(self.agents) and all(
-            a.machine.ready for a in self.agents.values())
-        rows = []
-        for a in self.agents.values():
-            h = a.health
-            healthy = {hp.OK: 1, hp.FAILING: 0}.get(h.state, -1) if h is not None else -1
-            rows.append(AgentMetrics(
-                name=a.name, up=a.machine.pid is not None, ready=a.machine.ready,
-                healthy=healthy, restarts=a.machine.restarts,
-                last_exit_code=exit_code(a.machine.last_exit),
-                probe_duration=h.last_duration if h else None,
-                probe_timestamp=h.last_probe if h else None,
-                probe_failures=h.failures if h else 0,
-                restart_pending=bool(a.pending)))
-        self.metrics.update(build_registry(rows, self.control_plane, node_ready))
+        self.metrics.update(build_registry(self.node_status()))

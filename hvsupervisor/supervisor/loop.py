@@ -134,6 +134,7 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
         self._use_journal = journal.journal_available(settings.supervisor.journal_socket)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.TimerHandle | None = None
+        self._pending_checked = time.monotonic()  # reporting.refresh_pending
         self._ready_timer: asyncio.TimerHandle | None = None
         self.reaper: process.Reaper | None = None
         self.prober = ProberClient()

@@ -35,9 +35,13 @@ class Reporting:
         """Look whether an agent's code changed after its process started (LP#1980211).
 
         A few stat() calls per agent, done when someone asks (status over the
-        control socket), never on a timer: an idle node stays idle. STATUS=
-        follows, so `systemctl status` shows it from then on.
+        control socket) and on a watchdog tick at most every
+        ``code_check_interval``: the loop is awake then anyway, so an idle node
+        gains no wakeup, and a fleet's metrics show an upgrade that nobody has
+        looked at with `status` yet. STATUS= follows, so `systemctl status`
+        shows it from then on. A new process clears it (spawning.py).
         """
+        self._pending_checked = time.monotonic()
         changed = False
         for agent in self.agents.values():
             pid = agent.machine.pid
@@ -114,6 +118,9 @@ class Reporting:
             self.notifier.watchdog()
         else:
             LOG.warning("loop lagged %.1fs: not petting the watchdog", lag)
+        every = self.settings.supervisor.code_check_interval
+        if every and time.monotonic() - self._pending_checked >= every:
+            self.refresh_pending()
         due = time.monotonic() + interval / 2
         self._watchdog = self._loop.call_later(interval / 2, self._watchdog_tick, interval, due)
 

@@ -115,6 +115,7 @@ class Spawning:
             self.broker.set_main_pid(agent.name, pid)
         LOG.info("event=spawn agent=%s pid=%d digest=%s", agent.name, pid,
                  agent.plan.digest[:12])
+        agent.pending = ""  # a new process runs what is on disk now (codechange.py)
         self._post(agent.name, Spawned(pid))
         if agent.plan.ready.kind in PROBE_KINDS:
             agent.probe = self._background(

@@ -26,6 +26,12 @@ INTERVAL, FAILURES, TIMEOUT = 1.0, 2, 1.0
 def _node(node, rabbit) -> None:
     (node.defaults / "svc" / "common.conf").write_text(
         f"[DEFAULT]\ntransport_url = {rabbit.url}\nhost = hvtest\n")
+    if rabbit.tls is not None:  # the agent's own TLS settings, in its conf.d
+        node.snippet("svc/common.conf.d/10-tls.conf", f"""\
+            [oslo_messaging_rabbit]
+            ssl = true
+            ssl_ca_file = {rabbit.tls['ca']}
+            """)
     node.supervisor_opts.update(
         health_interval=str(INTERVAL), health_failures=str(FAILURES),
         health_timeout=str(TIMEOUT), metrics_textfile=str(node.base / "prom" / "hv.prom"),
@@ -99,3 +105,16 @@ def test_bus_outage_degrades_without_restarts_and_recovers(node, rabbit):
     check = subprocess.run([promtool, "check", "metrics"], input=text, text=True,
                            capture_output=True)
     assert check.returncode == 0, check.stderr
+
+
+def test_tls_bus_is_probed_over_tls_with_the_agents_own_settings(node, rabbit_tls):
+    """A bus that speaks TLS only: the probe must use the agent's [oslo_messaging_rabbit]
+    ssl options (from its conf.d), or every probe would read "bus-down" and the agent
+    would never be ready. Real TLS RabbitMQ, real oslo.messaging on both sides."""
+    _node(node, rabbit_tls)
+    node.start(wait_ready=False)
+    node.wait_ready_message(timeout=60)
+    agent = node.wait_agent("rpc-agent", lambda a: a["health"]["state"] == "ok", 15)
+    assert agent["ready"] and agent["health"]["last_outcome"] == "answered"
+    assert node.status()["control_plane"] == "reachable"
+    assert "bus-down" not in (agent["health"]["last_error"] or "")

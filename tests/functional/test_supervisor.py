@@ -392,3 +392,39 @@ def test_config_diff_dry_run_and_restart_pending_apply_nothing(node):
     node.wait_agent("a", lambda x: x["pid"] not in (None, before["a"]) and x["ready"])
     after = json_out(node.hv("config", "diff", "a", "--format", "json"))
     assert after["restarted"] == [] and after["agents"][0]["action"] == "none"
+
+
+def test_code_change_seen_on_a_watchdog_tick_and_cleared_by_the_restart(node, tmp_path):
+    """An upgrade rewrites an agent's script under it: STATUS= says "restart pending"
+    without anyone asking `status`; the restart's new process clears it at once."""
+    from tests.fixtures.supervisor import PY, STANDIN
+
+    script = tmp_path / "bin" / "fake-agent"
+    script.parent.mkdir()
+    script.write_text(f"#!{PY}\nimport os, sys\n"
+                      f"os.execv({PY!r}, [{PY!r}, {STANDIN!r}, *sys.argv[1:]])\n")
+    script.chmod(0o755)
+    past = time.time() - 3600
+    os.utime(script, (past, past))
+    node.agent("a", str(script), ready="alive:0.1")
+    node.supervisor_opts["code_check_interval"] = "1"
+    node.start(env={"WATCHDOG_USEC": "200000"})
+    sup = node.proc.pid
+
+    def status_lines():
+        return [f["STATUS"] for pid, f in node.fake_notify.messages
+                if pid == sup and "STATUS" in f]
+
+    future = time.time() + 30  # the upgrade, after the agent started
+    os.utime(script, (future, future))
+    node.fake_notify.wait_for(lambda pid, f: pid == sup and "a restart pending: code changed"
+                              in f.get("STATUS", ""), timeout=10)
+    os.utime(script, (past, past))  # the next process starts after any mtime we set
+    seen = len(status_lines())
+    reply = node.ctl({"cmd": "restart", "agents": ["a"]})
+    assert reply["ok"], reply
+    first_ready = wait_until(lambda: next((line for line in status_lines()[seen + 1:]
+                                           if line.startswith("1/1 ready")), None),
+                             10, what="the first all-ready STATUS= line after the restart")
+    assert "pending" not in first_ready, status_lines()[seen:]
+    assert node.agent_status("a")["restart_pending"] == ""

@@ -11,7 +11,7 @@ import pytest
 from hvsupervisor.config.settings import ReadyRule
 from hvsupervisor.health import outcome as oc
 from hvsupervisor.health import policy as hp
-from hvsupervisor.health.metrics import AgentMetrics, MetricsSink, build_registry, exit_code
+from hvsupervisor.health.metrics import MetricsSink, build_registry, exit_code
 from hvsupervisor.health.protocol import (
     RpcRequest,
     decode_reply,
@@ -19,6 +19,7 @@ from hvsupervisor.health.protocol import (
     encode_reply,
     encode_request,
 )
+from hvsupervisor.objects.status import AgentStatus, NodeStatus
 
 
 @pytest.mark.parametrize("text,fields", [
@@ -49,6 +50,9 @@ def test_ready_rule_refuses_bad_rpc_and_http(text):
 def test_protocol_round_trip():
     req = RpcRequest("rabbit://u:p@h:5672/", "nova", "compute", "node1", "6.0", 5.0)
     assert decode_request(encode_request(7, req)) == (7, req)
+    tls = RpcRequest("rabbit://u:p@h:5671/", "nova", "compute", "node1", "6.0", 5.0,
+                     (("ssl", "true"), ("ssl_ca_file", "/etc/ssl/ca.pem")))
+    assert decode_request(encode_request(8, tls)) == (8, tls)
     result = oc.ProbeResult(oc.UNANSWERED, "no reply", 5.01)
     line = encode_reply(7, result)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
@@ -135,15 +139,36 @@ def test_exit_code_from_last_exit():
     assert exit_code("signal 9 (SIGKILL) (hung: 3 probes unanswered)") == 137
 
 
-def _rows():
-    return [AgentMetrics("nova-compute", True, True, 1, 2, 137, 0.012, 1.7e9, 0),
-            AgentMetrics("neutron-dhcp-agent", False, False, -1, 0, -1, None, None, 0)]
+def _node(control_plane="reachable", ready=True, agents=None):
+    return NodeStatus(ready=ready, status="", control_plane=control_plane, agents=tuple(
+        agents if agents is not None else _agents()))
+
+
+def _agents():
+    return [AgentStatus("nova-compute", "ready", True, pid=42, restarts=2,
+                        last_exit="signal 9 (SIGKILL)", ready_rule="rpc:compute",
+                        health={"state": "ok", "failures": 0, "last_duration": 0.012,
+                                "last_probe": 1.7e9}),
+            AgentStatus("neutron-dhcp-agent", "waiting", False)]
+
+
+def test_metrics_render_the_node_status():
+    from prometheus_client.exposition import generate_latest
+
+    text = generate_latest(build_registry(_node("unreachable", False))).decode()
+    assert 'hvsupervisor_agent_up{agent="nova-compute"} 1.0' in text
+    assert 'hvsupervisor_agent_up{agent="neutron-dhcp-agent"} 0.0' in text
+    assert 'hvsupervisor_agent_healthy{agent="nova-compute"} 1.0' in text
+    assert 'hvsupervisor_agent_healthy{agent="neutron-dhcp-agent"} -1.0' in text
+    assert 'hvsupervisor_agent_probe_duration_seconds{agent="nova-compute"} 0.012' in text
+    assert 'probe_duration_seconds{agent="neutron-dhcp-agent"}' not in text
+    assert "hvsupervisor_ready 0.0" in text
 
 
 def test_textfile_written_atomically_and_valid(tmp_path):
     path = tmp_path / "hvsupervisor.prom"
     sink = MetricsSink(str(path))
-    sink.update(build_registry(_rows(), "unreachable", False))
+    sink.update(build_registry(_node("unreachable", False)))
     text = path.read_text()
     assert 'hvsupervisor_agent_restarts_total{agent="nova-compute"} 2.0' in text
     assert 'hvsupervisor_agent_last_exit_code{agent="nova-compute"} 137.0' in text
@@ -160,8 +185,8 @@ def test_textfile_written_atomically_and_valid(tmp_path):
 
 def test_missing_textfile_dir_is_skipped_with_one_warning(tmp_path, caplog):
     sink = MetricsSink(str(tmp_path / "absent" / "hv.prom"))
-    sink.update(build_registry(_rows(), "reachable", True))
-    sink.update(build_registry(_rows()[:1], "reachable", True))
+    sink.update(build_registry(_node()))
+    sink.update(build_registry(_node(agents=_agents()[:1])))
     assert not (tmp_path / "absent").exists()
     assert sum("does not exist" in r.message for r in caplog.records) == 1
 

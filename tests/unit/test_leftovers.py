@@ -80,11 +80,12 @@ def test_a_controller_connection_older_than_the_agent_is_not_its_own():
 def test_restart_pending_is_a_metric():
     from prometheus_client.exposition import generate_latest
 
-    from hvsupervisor.health.metrics import AgentMetrics, build_registry
+    from hvsupervisor.health.metrics import build_registry
+    from hvsupervisor.objects.status import AgentStatus, NodeStatus
 
-    rows = [AgentMetrics("nova-compute", True, True, 1, 0, -1, None, None, 0,
-                         restart_pending=True),
-            AgentMetrics("neutron-l3-agent", True, True, 1, 0, -1, None, None, 0)]
-    text = generate_latest(build_registry(rows, "reachable", True)).decode()
+    node = NodeStatus(ready=True, status="", agents=(
+        AgentStatus("nova-compute", "ready", True, restart_pending="code changed"),
+        AgentStatus("neutron-l3-agent", "ready", True)))
+    text = generate_latest(build_registry(node)).decode()
     assert 'hvsupervisor_agent_restart_pending{agent="nova-compute"} 1.0' in text
     assert 'hvsupervisor_agent_restart_pending{agent="neutron-l3-agent"} 0.0' in text

@@ -17,6 +17,25 @@ def test_url_password_containing_at_is_masked_whole():
     assert mask_text("no url here") == "no url here"
 
 
+@pytest.mark.parametrize("url, shown", [
+    # a ',' or '/' inside a password: oslo.messaging's host split would make a
+    # fake host of "u:p"; the whole userinfo up to the last '@' is masked.
+    ("rabbit://u:p,w@host:5672/", "rabbit://u:****@host:5672/"),
+    ("mysql+pymysql://nova:s3,cr/t@db/nova?charset=utf8", "mysql+pymysql://nova:****@db/nova?charset=utf8"),
+    ("rabbit://u:p,w@h1,u2:q@h2/", "rabbit://u:****@h2/"),
+    # clean entries keep every host
+    ("rabbit://nova:a@10.0.0.1:5672,nova:b@[fd00::2]:5672/",
+     "rabbit://nova:****@10.0.0.1:5672,nova:****@[fd00::2]:5672/"),
+    ("rabbit://h1:5672,h2:5672/", "rabbit://h1:5672,h2:5672/"),
+    ("rabbit://guest@h/", "rabbit://guest@h/"),
+    ("a rabbit://u:p@h b mysql://v:q@g/x", "a rabbit://u:****@h b mysql://v:****@g/x"),
+])
+def test_url_password_with_separator_never_leaks(url, shown):
+    assert mask_text(url) == shown
+    for piece in ("p,w", "s3,cr", "cr/t", ",w@"):
+        assert piece not in mask_text(url)
+
+
 @pytest.mark.parametrize("name", ["rabbit_pass", "hmac_keys", "password", "os_password",
                                   "metadata_proxy_shared_secret", "auth_token", "fixed_key"])
 def test_name_heuristic(name):

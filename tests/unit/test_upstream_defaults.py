@@ -110,6 +110,24 @@ def test_rpc_targets_come_from_the_agents_own_config(plans):
     assert (target.exchange, target.topic, target.version) == ("nova", "compute", "6.0")
     assert target.server  # [DEFAULT] host, else the hostname, as nova does
     assert rpc_target(p["nova-api-metadata"]) is None
+    assert target.rabbit == ()  # the shipped files set nothing in [oslo_messaging_rabbit]
+
+
+def test_rpc_target_carries_the_agents_rabbit_tls_options(tmp_path):
+    """A site's TLS snippet in nova's conf.d, and one option from the environment:
+    the probe must reach the bus as the agent does (doc/health.md)."""
+    from hvsupervisor.health.targets import rpc_target
+
+    override = tmp_path / "override"
+    snippet = override / "nova" / "nova.conf.d" / "30-tls.conf"
+    snippet.parent.mkdir(parents=True)
+    snippet.write_text("[oslo_messaging_rabbit]\nssl = True\nssl_ca_file = /etc/ssl/ca.pem\n"
+                       "[DEFAULT]\ntransport_url = rabbit://nova:s3@mq:5671/\n")
+    settings = load_settings(ETC, override, str(tmp_path / "state"), str(tmp_path / "log"),
+                             str(tmp_path / "run"))
+    target = rpc_target(build_plans(settings)["nova-compute"])
+    assert dict(target.rabbit) == {"ssl": "True", "ssl_ca_file": "/etc/ssl/ca.pem"}
+    assert str(target).endswith("via rabbit://nova:****@mq:5671/ (TLS)")
 
 
 def test_shipped_files_hold_no_secret_values():
