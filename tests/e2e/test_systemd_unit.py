@@ -692,6 +692,7 @@ def test_start_with_agents_as_sysusers_users(systemd_container: Container, hvsup
                                              record_property):
     c = systemd_container
     record_property("start_seconds", round(hvsup_users["start_seconds"], 3))
+    print(f"systemctl start, agents as nova/neutron: {hvsup_users['start_seconds']:.2f}s")
     ids = {}
     for user in ("nova", "neutron"):
         res = c.run(["getent", "passwd", user])
