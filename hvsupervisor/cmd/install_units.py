@@ -5,11 +5,13 @@ and its console script outside /usr/bin, which the units name. This copies
 the units, the tmpfiles.d and logrotate snippets, and, when the running
 ``hvsupervisor`` is not /usr/bin/hvsupervisor, writes drop-ins pointing the
 units at it (the units themselves stay pristine, as systemd expects).
+It then applies the sysusers.d file (the agents' users), as a package does.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,6 +62,26 @@ def install(root: Path, exe: str | None = None) -> list[Path]:
     return written
 
 
+def apply_sysusers(root: Path) -> str | None:
+    """``systemd-sysusers`` on the installed sysusers.d file, as a package's postinst does.
+
+    Creates nova, neutron and the openvswitch group (an existing account is
+    left as it is). They are used only where the catalog sets ``user =``,
+    but ``run`` refuses a user that does not exist, so they are made here
+    rather than at the first ``run``. Returns a problem to print, or None.
+    """
+    conf = root / "etc/sysusers.d/hvsupervisor.conf"
+    exe = shutil.which("systemd-sysusers")
+    if exe is None:
+        return ("systemd-sysusers not found: create the users in "
+                f"{conf} yourself before setting user = in the catalog")
+    argv = [exe, str(conf)] if root == Path("/") else [exe, f"--root={root}", str(conf)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if out.returncode != 0:
+        return f"{' '.join(argv)} failed (rc {out.returncode}): {out.stderr.strip()}"
+    return None
+
+
 def main(args) -> int:
     return run(args.root)
 
@@ -67,7 +89,12 @@ def main(args) -> int:
 def run(root: str) -> int:
     for path in install(Path(root)):
         print(f"installed {path}")
-    print("next: systemctl daemon-reload && systemd-sysusers hvsupervisor.conf && "
+    problem = apply_sysusers(Path(root))
+    if problem:
+        print(f"warning: {problem}", file=sys.stderr)
+    else:
+        print("applied sysusers.d/hvsupervisor.conf (users nova, neutron; group openvswitch)")
+    print("next: systemctl daemon-reload && "
           "systemd-tmpfiles --create hvsupervisor.conf && "
           "systemctl enable --now hvsupervisor-cleanup hvsupervisor", file=sys.stderr)
     return 0

@@ -36,15 +36,16 @@ def start_control_plane(root: Path, full: bool = False) -> ControlPlane:
     return cloud.start_control_plane(root, bindir=BIN, prefix=Path(sys.prefix), full=full)
 
 
-def node_snippets(cp: ControlPlane, override: Path) -> None:
+def node_snippets(cp: ControlPlane, override: Path, host: str = NODE_HOST,
+                  flat_network: bool = False) -> None:
     """The fake-driver node's snippets (PredictableNodeUUIDDriver: a restart keeps
     the node identity), in ``50-e2e.conf``."""
-    cloud.node_snippets(cp, override, NODE_HOST, name="50-e2e.conf")
+    cloud.node_snippets(cp, override, host, name="50-e2e.conf", flat_network=flat_network)
 
 
-def write_compute_id(state_dir: Path) -> str:
+def write_compute_id(state_dir: Path, host: str = NODE_HOST) -> str:
     """A fixed node identity: PredictableNodeUUIDDriver + this file survive restarts."""
-    return _write_compute_id(state_dir, NODE_HOST)
+    return _write_compute_id(state_dir, host)
 
 
 if __name__ == "__main__":  # manual use: bring it up, print where, wait for ^C

@@ -598,3 +598,129 @@ def test_restarts_and_a_crash_keep_the_data_plane_and_never_duplicate_agents(
     # A plain stop keeps it too (stop_dataplane = false); the fixture kills it.
     c.systemctl("stop", SERVICE, check=True)
     assert c.alive(helper)
+
+
+# 4. Agents as their own users: the shipped sysusers file applied the packaging way, then
+#    `systemctl start` of the shipped unit with two stand-in agents as nova and neutron.
+
+SYSUSERS = UNITS / "sysusers.d" / "hvsupervisor.conf"
+
+
+def _proc_status(c: Container, pid: int) -> dict[str, str]:
+    text = (c.root / f"proc/{pid}/status").read_text()
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+@pytest.fixture
+def hvsup_users(systemd_container: Container):
+    """sysusers.d applied in the container (as a package's postinst does), then the shipped
+    unit running `hvsupervisor run` with a nova and a neutron stand-in agent; stopped after."""
+    reason = _missing_supervisor()
+    if reason:
+        pytest.skip(reason)
+    from tests.functional.privsep_rig import venv_traversable
+
+    venv_traversable()  # the agents' users exec this venv's python (tox: under /root)
+    c = systemd_container
+    # What `hvsupervisor install-units` and the packaging put in place, then apply it.
+    c.write("/etc/sysusers.d/hvsupervisor.conf", SYSUSERS.read_text())
+    res = c.run(["systemd-sysusers", "hvsupervisor.conf"])
+    assert res.returncode == 0, res.stderr
+    base = c.shared / "hvsup-users"
+    if base.exists():
+        shutil.rmtree(base)
+    defaults, override = base / "defaults", base / "override"
+    standin = base / "standin-wrapper.py"
+    base.mkdir(parents=True)
+    base.chmod(0o755)
+    standin.write_text(STANDIN_WRAPPER)
+    standin = f"{standin} {PROJECT_ROOT / 'tests' / 'standin.py'}"
+    catalog = f"""\
+[DEFAULT]
+enabled_agents = compute,network
+
+[supervisor]
+ready_timeout = 30
+metrics_textfile =
+
+[agent:compute]
+command = {{bindir}}/python {standin} --ready-after 0.3 --print 'compute as nova'
+config_files = nova/nova.conf
+directories = {{state_dir}}/nova
+ready = notify
+stop_timeout = 3
+user = nova
+
+[agent:network]
+command = {{bindir}}/python {standin} --ready-after 0.3 --print 'network as neutron'
+config_files = neutron/neutron.conf
+directories = {{state_dir}}/neutron
+ready = notify
+stop_timeout = 3
+user = neutron
+supplementary_groups = openvswitch
+"""
+    for rel, text in {"hvsupervisor.conf": catalog, "nova/nova.conf": "[DEFAULT]\n",
+                      "neutron/neutron.conf": "[DEFAULT]\n"}.items():
+        (defaults / rel).parent.mkdir(parents=True, exist_ok=True)
+        (defaults / rel).write_text(text)
+    override.mkdir()
+    cli = write_console_script(base / "venv" / "bin")
+    layers = f"--defaults-dir {defaults} --override-dir {override}"
+    c.write(f"/etc/systemd/system/{SERVICE}", (UNITS / SERVICE).read_text())
+    c.write(f"/etc/systemd/system/{SERVICE}.d/50-venv.conf", f"""\
+[Service]
+ExecStart=
+ExecStart={cli} {layers} run
+ExecReload=
+ExecReload={cli} {layers} reload
+""")
+    c.systemctl("daemon-reload", check=True)
+    env = {"cli": [str(cli), *layers.split()], "override": override, "base": base}
+    res, took = timed(c.systemctl, "start", SERVICE)
+    env["start_seconds"] = took
+    try:
+        assert res.returncode == 0, res.stderr + c.journal("-u", SERVICE, "-n", "60")
+        yield env
+    finally:
+        c.systemctl("stop", SERVICE)
+        c.systemctl("reset-failed", SERVICE)
+        c.remove_unit(SERVICE, f"{SERVICE}.d")
+
+
+def test_start_with_agents_as_sysusers_users(systemd_container: Container, hvsup_users,
+                                             record_property):
+    c = systemd_container
+    record_property("start_seconds", round(hvsup_users["start_seconds"], 3))
+    print(f"systemctl start, agents as nova/neutron: {hvsup_users['start_seconds']:.2f}s")
+    ids = {}
+    for user in ("nova", "neutron"):
+        res = c.run(["getent", "passwd", user])
+        assert res.returncode == 0, f"sysusers did not create {user}"
+        ids[user] = res.stdout.split(":")[2:4]
+    members = c.run(["getent", "group", "openvswitch"], check=True).stdout.strip()
+    assert set(members.rsplit(":", 1)[1].split(",")) >= {"nova", "neutron"}, members
+    # `systemctl start` returned: READY=1 came, so both agents are ready, as their users.
+    assert c.show(SERVICE, "ActiveState") == "active"
+    st = status(c, hvsup_users)
+    assert st["ready"] is True, st
+    by_name = {a["name"]: a for a in st["agents"]}
+    for name, user in (("compute", "nova"), ("network", "neutron")):
+        agent = by_name[name]
+        assert agent["ready"] and agent["state"] == "ready", agent
+        proc = _proc_status(c, agent["pid"])
+        uid, gid = ids[user]
+        assert proc["Uid"].split() == [uid] * 4, (name, proc["Uid"])
+        assert proc["Gid"].split()[0] == gid, (name, proc["Gid"])
+        assert proc["CapEff"] == "0000000000000000", (name, proc["CapEff"])
+        assert proc["CapBnd"] == "0000000000000000", (name, proc["CapBnd"])
+        # Its directory is its own (the supervisor made it and handed it over).
+        d = c.root / "var/lib/hvsupervisor" / user
+        assert str(d.stat().st_uid) == uid, d
+    # The supervisor itself stays root: it is the one privileged process of the unit.
+    main = _proc_status(c, main_pid(c))
+    assert main["Uid"].split()[0] == "0"
+    shown = c.systemctl("status", SERVICE, "-l").stdout
+    assert "active (running)" in shown and 'Status: "' in shown, shown
+    journal = c.journal("-t", "compute", "--since", "-2min")
+    assert "compute as nova" in journal, journal[-2000:]

@@ -237,6 +237,10 @@ def test_stop_leaves_no_agent_behind(upstream_controlplane, upstream_node):
 
         status = _all_ready(node)
         pids = {name: a["pid"] for name, a in status.items()}
+        rss = next(line.split(":", 1)[1].strip() for line in
+                   Path(f"/proc/{node.supervisor.pid}/status").read_text().splitlines()
+                   if line.startswith("VmRSS:"))
+        print(f"hvsupervisor RSS, six agents as root: {rss}")
         # `hvsupervisor stop` (every agent; the supervisor stays), then the full stop.
         assert call(node.control_socket, {"cmd": "stop"}, timeout=120)["ok"]
         wait_until(lambda: all(a["state"] == "stopped" for a in node.status().values()), 90,

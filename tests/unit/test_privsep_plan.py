@@ -102,3 +102,21 @@ def test_shipped_catalog_as_users_supplies_every_privsep_section(tmp_path):
                                   "OS_PRIVSEP_OSBRICK__HELPER_COMMAND"}
     # Shipped default: root, nothing supplied.
     assert build_plan(s, s.agents["neutron-l3-agent"]).supplied == ()
+
+
+def test_shipped_users_example_runs_all_six_as_nova_or_neutron(tmp_path):
+    """etc/examples/hvsupervisor.conf.d/50-users.conf.example: the opt-in the e2e runs."""
+    import shutil
+    from pathlib import Path
+
+    from hvsupervisor.config.settings import load_settings
+
+    etc = Path(__file__).resolve().parents[2] / "etc"
+    (tmp_path / "hvsupervisor.conf.d").mkdir()
+    shutil.copyfile(etc / "examples" / "hvsupervisor.conf.d" / "50-users.conf.example",
+                    tmp_path / "hvsupervisor.conf.d" / "50-users.conf")
+    s = load_settings(etc, tmp_path)
+    users = {name: s.agents[name].user for name in s.enabled_agents}
+    assert users == {"nova-compute": "nova", "nova-api-metadata": "nova",
+                     "neutron-openvswitch-agent": "neutron", "neutron-dhcp-agent": "neutron",
+                     "neutron-l3-agent": "neutron", "neutron-metadata-agent": "neutron"}

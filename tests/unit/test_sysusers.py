@@ -35,3 +35,14 @@ def test_install_units_ships_it(tmp_path):
     dest = tmp_path / "etc/sysusers.d/hvsupervisor.conf"
     assert dest in written
     assert dest.read_bytes() == SYSUSERS.read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="needs systemd-sysusers")
+def test_install_units_creates_the_users_like_a_package(tmp_path, capsys):
+    from hvsupervisor.cmd import install_units
+
+    (tmp_path / "etc").mkdir()
+    assert install_units.run(str(tmp_path)) == 0
+    assert "applied sysusers.d/hvsupervisor.conf" in capsys.readouterr().out
+    users = [ln.split(":")[0] for ln in (tmp_path / "etc/passwd").read_text().splitlines()]
+    assert {"nova", "neutron"} <= set(users)
