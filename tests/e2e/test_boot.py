@@ -231,7 +231,29 @@ def _guest_lines(cp, server_id: str) -> list[tuple[int, str, str]]:
     return guest.parse_console(boot.console(cp, server_id))
 
 
-def _fresh_round(cp, server_id: str, after: int, ip: str, timeout: float) -> int:
+def _diagnose(cp, node) -> str:
+    """What the data plane looked like when a guest round never came: br-int's ports
+    and flows, the qdhcp namespaces, and the tail of the DHCP and OVS agents' logs
+    (a failure seen in 2 of 7 runs: the guest's DHCP went unanswered for 240 s)."""
+    out = [cp.vsctl("show").stdout[-3000:], cp.ofctl("dump-flows", "br-int").stdout[-4000:]]
+    for ns in _netns_list():
+        if ns.startswith("qdhcp-"):
+            addrs = subprocess.run(["ip", "netns", "exec", ns, "ip", "-br", "addr"],
+                                   capture_output=True, text=True, check=False).stdout
+            out.append(f"netns {ns}:\n{addrs}")
+    for hosts in (node.state_dir / "neutron" / "dhcp").glob("*/host"):
+        out.append(f"{hosts}:\n{hosts.read_text()[-2000:]}")
+    for agent in ("neutron-dhcp-agent", "neutron-openvswitch-agent"):
+        log = node.log_dir / f"{agent}.log"
+        if log.exists():
+            lines = [ln for ln in log.read_text(errors="replace").splitlines()
+                     if " DEBUG " not in ln]
+            out.append(f"{log} (last 40 non-DEBUG lines):\n" + "\n".join(lines[-40:]))
+    return "\n".join(out)
+
+
+def _fresh_round(cp, server_id: str, after: int, ip: str, timeout: float,
+                 node=None) -> int:
     """Wait for a guest round numbered above ``after`` with the right ip and uuid."""
     from hvsupervisor.demo.cloud import wait_until
 
@@ -248,7 +270,8 @@ def _fresh_round(cp, server_id: str, after: int, ip: str, timeout: float) -> int
         from hvsupervisor.demo import boot
 
         tail = "\n".join(boot.console(cp, server_id).splitlines()[-40:])
-        raise AssertionError(f"{exc}; the guest's console ends:\n{tail}") from None
+        diag = _diagnose(cp, node) if node is not None else ""
+        raise AssertionError(f"{exc}; the guest's console ends:\n{tail}\n{diag}") from None
 
 
 def test_boot_serve_survive_restarts_delete(boot_node):
@@ -278,7 +301,7 @@ def test_boot_serve_survive_restarts_delete(boot_node):
     assert booted.host == HOST
     sid, ip = booted.server_id, booted.fixed_ip
     assert ip.startswith("10.77.0.")
-    first = _fresh_round(cp, sid, 0, ip, 240)
+    first = _fresh_round(cp, sid, 0, ip, 240, node)
     notes["active_to_metadata_s"] = round(time.monotonic() - booted.timings["active"], 1)
     notes["first_good_round"] = first
 
@@ -341,7 +364,7 @@ def test_boot_serve_survive_restarts_delete(boot_node):
                or f"in_port=\"{tap}\"" in cp.ofctl("dump-flows", "br-int").stdout, 120,
                f"br-int flows for {tap} (ofport {ofport}) back after the OVS agent restart")
     last = max(n for n, _, _ in _guest_lines(cp, sid))
-    again = _fresh_round(cp, sid, last, ip, 120)
+    again = _fresh_round(cp, sid, last, ip, 120, node)
     notes["round_after_restarts"] = again
     assert wait_until(lambda: boot.server(cp, sid), 30, "the server")["status"] == "ACTIVE"
 
