@@ -43,7 +43,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 HOST = "e2e-users-node"
 SYSUSERS = REPO / "units" / "sysusers.d" / "hvsupervisor.conf"
-EXAMPLE = REPO / "etc" / "examples" / "hvsupervisor.conf.d" / "50-users.conf.example"
 USERS = {"nova-compute": "nova", "nova-api-metadata": "nova",
          "neutron-openvswitch-agent": "neutron", "neutron-dhcp-agent": "neutron",
          "neutron-l3-agent": "neutron", "neutron-metadata-agent": "neutron"}
@@ -138,8 +137,6 @@ def users_node(upstream_controlplane, agent_users):
     override = base / "override"
     conf_d = override / "hvsupervisor.conf.d"
     conf_d.mkdir(parents=True)
-    # The shipped opt-in, as an operator installs it.
-    shutil.copyfile(EXAMPLE, conf_d / "50-users.conf")
     # br-phys for physnet1; dnsmasq and haproxy go with the node.
     (conf_d / "70-e2e-users.conf").write_text(
         "[supervisor]\nensure_bridges = true\nstop_dataplane = true\n")

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings
 from hvsupervisor.demo import cloud, profile
 from hvsupervisor.demo.services import Netns
+
+# The shipped catalog runs the agents as nova/neutron: plans resolve them
+# through stand-in accounts when the host has none (tests/fixtures/accounts.py).
+pytestmark = pytest.mark.usefixtures("shipped_accounts")
 
 REPO = Path(__file__).resolve().parents[2]
 
