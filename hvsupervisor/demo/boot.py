@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,8 @@ class Booted:
     port_id: str
     host: str
     timings: dict[str, float] = field(default_factory=dict)
+    attempts: int = 1  # POST /servers made (boot() asks again after a neutron API fault)
+    faults: list[str] = field(default_factory=list)  # the faults of the attempts before
 
 
 def _ok(what: str, status: int, body: object, *expected: int) -> dict:
@@ -143,11 +146,15 @@ def console(cp: ControlPlane, server_id: str) -> str:
     return body.get("output") or ""
 
 
-def boot(cp: ControlPlane, host: str, image_id: str, network_id: str,
-         timeout: float = 180) -> Booted:
-    """POST /servers on ``host``, wait for ACTIVE; ERROR raises BootError with the fault."""
-    flavor = ensure_flavor(cp)
-    wait_until(lambda: cp.host_mapped(host), 60, f"{host} mapped to a cell by the scheduler")
+# nova's fault message when neutron's API answered an error inside the build
+# (the port create); with neutron on sqlite that was "database is locked".
+NEUTRON_FAULT = "Neutron server returns request_ids"
+
+
+def _post_and_wait(cp: ControlPlane, host: str, image_id: str, flavor: str, network_id: str,
+                   timeout: float) -> tuple[str, dict, float, float]:
+    """One POST /servers and its wait: (id, server, t_post, t_active); ERROR raises
+    BootError with the fault (``.server_id`` set)."""
     t0 = time.monotonic()
     status, body = cp.api("POST", cp.url(cp.nova_api_port, "/v2.1/servers"), {"server": {
         "name": "demo-vm", "imageRef": image_id, "flavorRef": flavor,
@@ -157,11 +164,43 @@ def boot(cp: ControlPlane, host: str, image_id: str, network_id: str,
     def settled() -> dict | None:
         s = server(cp, server_id) or {}
         if s.get("status") == "ERROR":
-            raise BootError(f"server {server_id} ERROR: {s.get('fault')}")
+            exc = BootError(f"server {server_id} ERROR: {s.get('fault')}")
+            exc.server_id = server_id
+            exc.fault = str((s.get("fault") or {}).get("message", ""))
+            raise exc
         return s if s.get("status") == "ACTIVE" else None
 
     s = wait_until(settled, timeout, f"server {server_id} ACTIVE")
-    t_active = time.monotonic()
+    return server_id, s, t0, time.monotonic()
+
+
+def boot(cp: ControlPlane, host: str, image_id: str, network_id: str,
+         timeout: float = 180, attempts: int = 3,
+         log: Callable[[str], None] = lambda _msg: None) -> Booted:
+    """POST /servers on ``host``, wait for ACTIVE; ERROR raises BootError with the fault.
+
+    A build that failed on a neutron API error (``NEUTRON_FAULT``: the port
+    create inside nova's build) is deleted and asked again, up to ``attempts``
+    POSTs, each said through ``log``; ``Booted.attempts`` and ``.faults`` tell.
+    Any other fault raises at once.
+    """
+    flavor = ensure_flavor(cp)
+    wait_until(lambda: cp.host_mapped(host), 60, f"{host} mapped to a cell by the scheduler")
+    faults: list[str] = []
+    for attempt in range(1, attempts + 1):
+        try:
+            server_id, s, t0, t_active = _post_and_wait(cp, host, image_id, flavor,
+                                                        network_id, timeout)
+            break
+        except BootError as exc:
+            fault = getattr(exc, "fault", "")
+            if NEUTRON_FAULT not in fault or attempt == attempts:
+                raise
+            faults.append(fault)
+            log(f"attempt {attempt}: server {exc.server_id} ERROR on a neutron API error "
+                f"({fault[:200]!r}); deleting it and asking again")
+            delete(cp, exc.server_id)
+
     def ports() -> list | None:
         body = cp.get(cp.neutron_port, f"/v2.0/ports?device_id={server_id}")
         return body.get("ports") if isinstance(body, dict) else None
@@ -170,7 +209,7 @@ def boot(cp: ControlPlane, host: str, image_id: str, network_id: str,
     ip = port.get("fixed_ips", [{}])[0].get("ip_address", "")
     return Booted(server_id, network_id, ip, port.get("id", ""),
                   s.get("OS-EXT-SRV-ATTR:host", ""),
-                  {"post": t0, "active": t_active})
+                  {"post": t0, "active": t_active}, attempt, faults)
 
 
 def delete(cp: ControlPlane, server_id: str, timeout: float = 120) -> None:

@@ -55,7 +55,9 @@ def sqlite_url(path: Path) -> str:
 
     With several services writing one file on a loaded 2-core machine, the
     default 5 s gives ``database is locked`` errors (HTTP 500 from neutron);
-    the files are also switched to WAL (``_wal``) so readers never wait.
+    the files are also switched to WAL (``_wal``) so readers never wait. The
+    timeout only applies to a transaction that asks for the write lock at its
+    start: the daemons run under demo/sqlite_immediate.py (``_daemon_argv``).
     """
     return f"sqlite:///{path}?timeout=30"
 
@@ -403,10 +405,18 @@ def _prepare_databases(cp: ControlPlane, keep: bool) -> bool:
     return True
 
 
+def _daemon_argv(cp: ControlPlane, *argv: str) -> list[str]:
+    """``argv`` (a console script of ``bindir``, or ``-m MODULE``) run with SQLite
+    transactions that take the write lock at BEGIN (demo/sqlite_immediate.py):
+    without it, neutron's API and RPC processes fail each other's writes with an
+    instant ``database is locked`` (doc/upstream-behaviour.md section 14)."""
+    return [str(cp.bindir / "python"), "-m", "hvsupervisor.demo.sqlite_immediate", *argv]
+
+
 def _wsgi(cp: ControlPlane, name: str, app: str, port: int, *args: str,
           env: Mapping[str, str] = ()) -> Proc:
-    argv = [str(cp.bindir / "python"), "-m", "hvsupervisor.agents.wsgi", "--threads", "4",
-            "--app", app, "--name", name, "--bind", f"127.0.0.1:{port}", *args]
+    argv = _daemon_argv(cp, "-m", "hvsupervisor.agents.wsgi", "--threads", "4", "--app", app,
+                        "--name", name, "--bind", f"127.0.0.1:{port}", *args)
     return cp.ns.spawn(name, argv, cp.logs / f"{name}.log", cp.env(env))
 
 
@@ -451,14 +461,14 @@ def start_control_plane(root: Path, *, bindir: Path | None = None, prefix: Path 
         wait_until(lambda: cp.check_alive() and cp.ns.tcp_open(cp.rabbit_port), 90,
                    "RabbitMQ port")
         cp.timings["rabbit"] = time.monotonic() - t0
-        cp.procs.append(cp.ns.spawn("neutron-rpc-server", [
-            str(cp.bindir / "neutron-rpc-server"), *nargs,
-            str(cp.logs / "neutron-rpc.oslo.log")], cp.logs / "neutron-rpc.log", cp.env()))
+        cp.procs.append(cp.ns.spawn("neutron-rpc-server", _daemon_argv(
+            cp, str(cp.bindir / "neutron-rpc-server"), *nargs,
+            str(cp.logs / "neutron-rpc.oslo.log")), cp.logs / "neutron-rpc.log", cp.env()))
         daemons = ["nova-conductor", *(["nova-scheduler"] if cp.full else [])]
         for name in daemons:
-            cp.procs.append(cp.ns.spawn(name, [
-                str(cp.bindir / name), "--config-file", str(nova_ctl_conf(cp)),
-                "--log-file", str(cp.logs / f"{name}.oslo.log")], cp.logs / f"{name}.log",
+            cp.procs.append(cp.ns.spawn(name, _daemon_argv(
+                cp, str(cp.bindir / name), "--config-file", str(nova_ctl_conf(cp)),
+                "--log-file", str(cp.logs / f"{name}.oslo.log")), cp.logs / f"{name}.log",
                 cp.env()))
         wait_until(lambda: cp.check_alive() and cp.ns.tcp_open(cp.placement_port), 60,
                    "Placement API")

@@ -32,10 +32,11 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvsupervisor import paths, rundir
+from hvsupervisor import paths, rundir, stopbudget
 from hvsupervisor.config.errors import EX_CONFIG, ConfigError
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings
@@ -46,7 +47,8 @@ HOST = "hvsup-demo"
 NEUTRON_AGENTS = ("neutron-openvswitch-agent", "neutron-dhcp-agent", "neutron-l3-agent",
                   "neutron-metadata-agent")
 JOIN_TIMEOUT = 300.0
-SUPERVISOR_STOP_TIMEOUT = 120.0  # above the catalog's longest stop_timeout + dataplane
+# Past the supervisor's own stop budget (stop_budget()), the demo SIGKILLs it.
+SUPERVISOR_STOP_SLACK = 20.0
 TOOLS = ("ip", "nsenter", "ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "epmd",
          "curl", "dnsmasq", "haproxy", "qemu-system-x86_64")
 MODULES = ("nova", "neutron", "placement", "glance", "libvirt")
@@ -144,6 +146,7 @@ class _Signals:
         self.received: int | None = None
         self.supervisor: services.Proc | None = None
         self.tearing_down = False
+        self.stop_budget = 0.0  # seconds the supervisor may take to stop (stop_budget())
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -160,17 +163,8 @@ class _Signals:
             services.killpg(self.supervisor.pid, signum)
         if first:
             print(f"\nhvsupervisor demo: {signal.Signals(signum).name}: stopping the agents "
-                  f"(up to ~{SUPERVISOR_STOP_TIMEOUT:.0f} s), then OVS and RabbitMQ",
+                  f"(up to {self.stop_budget:.0f} s), then the VM, libvirtd, the cloud, OVS",
                   file=sys.stderr, flush=True)
-
-
-def _agents(layout: Layout) -> list[dict] | None:
-    from hvsupervisor.control.client import ControlError, call
-
-    try:
-        return call(layout.control_socket, {"cmd": "status"}, timeout=10)["agents"]
-    except (ControlError, OSError, ValueError, KeyError):
-        return None
 
 
 def agents_up(agents: list[dict] | None) -> bool:
@@ -232,15 +226,17 @@ def banner(layout: Layout, ns: services.Netns, cp: cloud.ControlPlane, virt_type
 """
 
 
-def _boot(cp: cloud.ControlPlane, layout: Layout, image_id: str, timings: dict) -> None:
-    """Boot the demo VM, print its console lines as they come (a thread)."""
+def _boot(cp: cloud.ControlPlane, layout: Layout, timings: dict) -> None:
+    """Upload the guest, boot the demo VM, print its console lines as they come (a thread)."""
     say = lambda msg: print(f"hvsupervisor demo: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     try:
+        image_id = boot.upload_guest(cp, layout.guest)[0]
         net = boot.ensure_network(cp)
-        booted = boot.boot(cp, HOST, image_id, net)
+        booted = boot.boot(cp, HOST, image_id, net, log=say)
         timings["boot_to_active"] = booted.timings["active"] - booted.timings["post"]
+        tries = f" (POST /servers attempt {booted.attempts})" if booted.attempts > 1 else ""
         say(f"VM {booted.server_id} ACTIVE on {booted.host} in "
-            f"{timings['boot_to_active']:.1f} s, fixed IP {booted.fixed_ip}; console:")
+            f"{timings['boot_to_active']:.1f} s{tries}, fixed IP {booted.fixed_ip}; console:")
         seen = 0
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -264,7 +260,7 @@ def _boot(cp: cloud.ControlPlane, layout: Layout, image_id: str, timings: dict) 
 
 
 def _watch(layout: Layout, ns: services.Netns, cp: cloud.ControlPlane, sup: services.Proc,
-           t0: float, virt_type: str, image_id: str | None) -> int:
+           t0: float, virt_type: str, boot_vm: bool) -> int:
     """Banner when the control socket answers, one line when the node has joined the
     cloud (then the boot, if asked); wait for the supervisor."""
     shown = done = False
@@ -272,7 +268,7 @@ def _watch(layout: Layout, ns: services.Netns, cp: cloud.ControlPlane, sup: serv
     timings: dict[str, float] = {}
     while sup.alive():
         if not shown and layout.control_socket.exists() and _agents(layout) is not None:
-            print(banner(layout, ns, cp, virt_type, image_id is not None), file=sys.stderr,
+            print(banner(layout, ns, cp, virt_type, boot_vm), file=sys.stderr,
                   flush=True)
             shown = True
         if shown and not done:
@@ -281,16 +277,16 @@ def _watch(layout: Layout, ns: services.Netns, cp: cloud.ControlPlane, sup: serv
                 done = True
                 print(f"hvsupervisor demo: joined the cloud {time.monotonic() - t0:.1f} s "
                       f"after start: {why}", file=sys.stderr, flush=True)
-                if image_id is not None:
-                    threading.Thread(target=_boot, args=(cp, layout, image_id, timings),
+                if boot_vm:
+                    threading.Thread(target=_boot, args=(cp, layout, timings),
                                      name="demo-boot", daemon=True).start()
             elif time.monotonic() - t0 > JOIN_TIMEOUT:
                 done = True
                 print(f"hvsupervisor demo: not joined after {JOIN_TIMEOUT:.0f} s: see "
                       f"hvsupervisor --run-dir {layout.run} status and {layout.log}",
                       file=sys.stderr, flush=True)
-        try:
-            sup.popen.wait(2.0)
+        try:  # look often until joined: the figure is the demo's time to serving
+            sup.popen.wait(2.0 if done else 0.5)
         except subprocess.TimeoutExpired:
             pass
     return sup.popen.returncode
@@ -318,7 +314,7 @@ def _teardown(sig: _Signals, ns: services.Netns | None, cp: cloud.ControlPlane |
         virt.destroy_domains()
     if sup is not None and sup.alive():
         services.killpg(sup.pid, sig.received or signal.SIGTERM)
-        sup.stop(SUPERVISOR_STOP_TIMEOUT)  # waits; SIGKILL past the timeout
+        sup.stop(sig.stop_budget + SUPERVISOR_STOP_SLACK)  # waits; SIGKILL past the timeout
     if virt is not None:
         virt.teardown()
     if cp is not None:
@@ -336,6 +332,16 @@ def _teardown(sig: _Signals, ns: services.Netns | None, cp: cloud.ControlPlane |
             left = ns.pids()
         ns.destroy()
     return left
+
+
+def stop_budget(plans: dict) -> float:
+    """Seconds the supervisor may take to stop: its longest chain of agent stops
+    (each agent's budget; nova-compute's follows graceful_shutdown_timeout,
+    profile.py), the data-plane helpers, its own exit; as ``hvsupervisor check``
+    computes it for the unit's TimeoutStopSec=."""
+    budgets = {n: p.stop_timeout for n, p in plans.items()}
+    chain = stopbudget.longest_chain({n: p.after for n, p in plans.items()}, budgets)
+    return stopbudget.required_unit_timeout(chain, 2 * stopbudget.DATAPLANE_STOP_TIMEOUT)
 
 
 def _dnsmasq_conf(layout: Layout) -> Path | None:
@@ -413,21 +419,28 @@ def run(demo_dir: Path, defaults_dir: Path | None = None, boot_vm: bool = False)
                 f"({dnsmasq_conf})")
         profile.write_profile(layout.override, planned, HOST, virt.uri, virt_type,
                               dnsmasq_conf)
-        build_plans(load_settings(defaults, layout.override, str(layout.state),
-                                  str(layout.log), str(layout.run)))
-        cp = cloud.start_control_plane(layout.cloud, bindir=bindir, prefix=bindir.parent,
-                                       full=True, ns=ns, keep_databases=True)
-        say(f"cloud up {time.monotonic() - t0:.1f} s after start "
-            f"({'databases built' if 'databases' in cp.timings else 'databases kept'})")
+        sig.stop_budget = stop_budget(build_plans(load_settings(
+            defaults, layout.override, str(layout.state), str(layout.log), str(layout.run))))
+        # libvirtd starts while the cloud does (it needs nothing of it); both
+        # must be up before the supervisor (the libvirt gate, the bus).
         virt.setup()
-        virt.start()
-        image_id = boot.upload_guest(cp, layout.guest)[0] if boot_vm else None
+        with ThreadPoolExecutor(1, thread_name_prefix="demo-libvirtd") as pool:
+            libvirtd_up = pool.submit(virt.start)
+            try:
+                cp = cloud.start_control_plane(layout.cloud, bindir=bindir,
+                                               prefix=bindir.parent, full=True, ns=ns,
+                                               keep_databases=True)
+            finally:  # never leave a libvirtd starting behind a failed cloud
+                libvirtd_up.exception()
+            libvirtd_up.result()
+        say(f"cloud and libvirtd up {time.monotonic() - t0:.1f} s after start "
+            f"({'databases built' if 'databases' in cp.timings else 'databases kept'})")
         argv = [sys.executable, "-m", "hvsupervisor", "--defaults-dir", str(defaults),
                 "--override-dir", str(layout.override), "--state-dir", str(layout.state),
                 "--log-dir", str(layout.log), "--run-dir", str(layout.run), "run"]
         sup = ns.spawn("hvsupervisor", argv, None, cp.env(), cwd=layout.run)
         sig.supervisor = sup
-        rc = _watch(layout, ns, cp, sup, t0, virt_type, image_id)
+        rc = _watch(layout, ns, cp, sup, t0, virt_type, boot_vm)
         if sig.received is None:
             say(f"the supervisor exited rc={rc}")
             rc = rc or 1

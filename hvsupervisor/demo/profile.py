@@ -10,7 +10,12 @@ the metadata secret) and what this machine kind cannot provide:
 - no tunnels: a flat ``physnet1`` on ``br-phys``, made by the supervisor
   (``[supervisor] ensure_bridges``), metadata from the DHCP namespace;
 - the demo's private libvirtd (``connection_uri``) and ``virt_type = qemu``
-  unless KVM really boots a guest here (demo/boot.py ``kvm_boots``).
+  unless KVM really boots a guest here (demo/boot.py ``kvm_boots``);
+- a short nova ``graceful_shutdown_timeout``: with the libvirt driver,
+  nova-compute leaves on SIGTERM only when that runs out (nova's default
+  180 s; doc/upstream-behaviour.md section 13), and its stop budget follows
+  the option (stopbudget.py), so Ctrl-C takes seconds, not three minutes.
+  A demo VM has nothing in flight worth waiting for.
 
 nova-compute keeps the shipped libvirt driver and libvirt gate.
 """
@@ -25,6 +30,9 @@ from hvsupervisor.demo import cloud
 from hvsupervisor.demo.ini import write_ini
 
 SNIPPET = "50-demo.conf"
+# [DEFAULT] graceful_shutdown_timeout for the demo's nova-compute; its stop
+# budget is this + [supervisor] stop_margin (10 s by default).
+NOVA_GRACEFUL_SHUTDOWN_TIMEOUT = 5
 
 
 def write_compute_id(state_dir: Path, host: str) -> str:
@@ -63,6 +71,7 @@ def write_profile(override: Path, cp, host: str, libvirt_uri: str,
         files.append(write_ini(override / "neutron" / "neutron.conf.d" / "60-demo-dnsmasq.conf",
                                {"DEFAULT": {"dnsmasq_config_file": dnsmasq_conf}}))
     files.append(write_ini(override / "nova" / "nova.conf.d" / "60-demo-libvirt.conf", {
+        "DEFAULT": {"graceful_shutdown_timeout": NOVA_GRACEFUL_SHUTDOWN_TIMEOUT},
         "libvirt": {"virt_type": virt_type, "cpu_mode": "none", "connection_uri": libvirt_uri},
     }))
     files.append(catalog_env_snippet(

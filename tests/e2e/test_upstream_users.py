@@ -258,14 +258,21 @@ def test_dhcp_network_gets_dnsmasq_as_nobody_through_the_broker(upstream_control
         _check_dataplane(cp, node, net["id"], agent_users)
     finally:
         status, body = cp.api("DELETE", cp.url(port, f"/v2.0/networks/{net['id']}"))
-        assert status in (204, 404), (status, body)
-    # Disabling went through the broker too (kill via privsep, netns removed).
-    ns = f"qdhcp-{net['id']}"
+        # Disabling goes through the broker too (kill via privsep, netns removed);
+        # on a failure above, whatever the agent left is removed here.
+        removed = _gone_or_removed(f"qdhcp-{net['id']}")
+    assert status in (204, 404), (status, body)
+    assert removed, f"qdhcp-{net['id']} was not removed by the DHCP agent"
+
+
+def _gone_or_removed(ns: str, timeout: float = 60) -> bool:
+    """True when the agent removed ``ns`` in time; else it is deleted here, False."""
     try:
-        wait_until(lambda: ns not in _netns(), 60, f"{ns} removed by the DHCP agent")
-    finally:
-        if ns in _netns():
-            subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+        wait_until(lambda: ns not in _netns(), timeout, f"{ns} removed by its agent")
+        return True
+    except Exception:
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+        return False
 
 
 def _netns() -> list[str]:
@@ -283,8 +290,14 @@ def _pid_from(path: Path):
 
 def _check_dataplane(cp, node, net_id: str, agent_users) -> None:
     dhcp_dir = node.state_dir / "neutron" / "dhcp" / net_id
-    pid = wait_until(lambda: _pid_from(dhcp_dir / "pid"), 120,
-                     f"dnsmasq for {net_id} (pid file {dhcp_dir / 'pid'})")
+    agent_log = node.log_dir / "neutron-dhcp-agent.log"
+    try:
+        pid = wait_until(lambda: _pid_from(dhcp_dir / "pid"), 180,
+                         f"dnsmasq for {net_id} (pid file {dhcp_dir / 'pid'})")
+    except Exception as exc:
+        raise AssertionError(f"{exc}\n--- dhcp agent:\n"
+                             + agent_log.read_text(errors="replace")[-6000:]
+                             + "\n--- supervisor:\n" + _log(node)[-3000:]) from None
     st = _status(pid)
     assert Path(f"/proc/{pid}/exe").resolve().name == "dnsmasq"
     nobody = pwd.getpwnam("nobody").pw_uid
@@ -301,7 +314,6 @@ def _check_dataplane(cp, node, net_id: str, agent_users) -> None:
     # agent's socket: an answer from the agent, not haproxy's 503.
     # ProcessManager's name: <external_pids>/<uuid>.pid.haproxy
     ha_pidfile = node.state_dir / "neutron" / "external" / "pids" / f"{net_id}.pid.haproxy"
-    agent_log = node.log_dir / "neutron-dhcp-agent.log"
     try:
         ha_pid = wait_until(lambda: _pid_from(ha_pidfile), 60, f"haproxy pid file {ha_pidfile}")
     except Exception:
@@ -331,6 +343,74 @@ def _check_dataplane(cp, node, net_id: str, agent_users) -> None:
     text = agent_log.read_text(errors="replace")
     assert "respawning" not in text.lower(), text[-3000:]
     assert _pid_from(ha_pidfile) == ha_pid, "haproxy was replaced"
+
+
+def test_router_gets_its_namespace_and_haproxy_through_the_broker(upstream_controlplane,
+                                                                  users_node, agent_users):
+    """The L3 agent as neutron: qrouter namespace (privsep), metadata haproxy (root_helper)."""
+    cp, node = upstream_controlplane, users_node
+    port = cp.neutron_port
+    l3 = wait_until(lambda: next((a for a in cp.neutron_agents()
+                                  if a["host"] == HOST and a["alive"]
+                                  and a["agent_type"] == "L3 agent"), None),
+                    120, "this node's L3 agent")
+    net = _api_ok("create network", *cp.api("POST", cp.url(port, "/v2.0/networks"), {
+        "network": {"name": "e2e-users-r", "project_id": PROJECT,
+                    "provider:network_type": "flat",
+                    "provider:physical_network": "physnet1"}}), 201)["network"]
+    router = None
+    try:
+        subnet = _api_ok("create subnet", *cp.api("POST", cp.url(port, "/v2.0/subnets"), {
+            "subnet": {"network_id": net["id"], "project_id": PROJECT, "ip_version": 4,
+                       "cidr": "10.78.0.0/24", "gateway_ip": "10.78.0.1",
+                       "enable_dhcp": False}}), 201)["subnet"]
+        router = _api_ok("create router", *cp.api("POST", cp.url(port, "/v2.0/routers"), {
+            "router": {"name": "e2e-users-r", "project_id": PROJECT}}), 201)["router"]
+        _api_ok("schedule the router here", *cp.api(
+            "POST", cp.url(port, f"/v2.0/agents/{l3['id']}/l3-routers"),
+            {"router_id": router["id"]}), 201, 409)
+        _api_ok("add the router interface", *cp.api(
+            "PUT", cp.url(port, f"/v2.0/routers/{router['id']}/add_router_interface"),
+            {"subnet_id": subnet["id"]}), 200)
+        ns = f"qrouter-{router['id']}"
+        agent_log = node.log_dir / "neutron-l3-agent.log"
+        pidfile = node.state_dir / "neutron" / "external" / "pids" / f"{router['id']}.pid.haproxy"
+        try:
+            wait_until(lambda: ns in _netns(), 120, f"{ns}")
+            ha_pid = wait_until(lambda: _pid_from(pidfile), 120, f"haproxy pid file {pidfile}")
+        except Exception:
+            raise AssertionError(agent_log.read_text(errors="replace")[-5000:]) from None
+        assert _status(ha_pid)["Uid"].split()[1] == str(agent_users["neutron"].pw_uid)
+        assert node.supervisor.pid in _ppid_chain(ha_pid)
+        log = _log(node)
+        assert re.search(r"event=privsep-start agent=neutron-l3-agent peer=\d+ pid=\d+ "
+                         rf"what=ip netns exec {ns} haproxy", log), log[-3000:]
+        assert "event=privsep-refused" not in log, log[-3000:]
+    finally:
+        if router is not None:
+            cp.api("PUT", cp.url(port, f"/v2.0/routers/{router['id']}/remove_router_interface"),
+                   {"subnet_id": subnet["id"]})
+            cp.api("DELETE", cp.url(port, f"/v2.0/routers/{router['id']}"))
+        cp.api("DELETE", cp.url(port, f"/v2.0/networks/{net['id']}"))
+        removed = router is None or _gone_or_removed(f"qrouter-{router['id']}")
+    assert removed, f"qrouter-{router['id']} was not removed by the L3 agent"
+
+
+def test_check_rows_for_the_users(users_node):
+    """`hvsupervisor check` on the running users node: its user rows are all ok."""
+    import json
+    import sys
+
+    node = users_node
+    r = subprocess.run([sys.executable, "-m", "hvsupervisor", *node.cli_dirs(), "check",
+                        "--format", "json"], capture_output=True, text=True, timeout=120)
+    rows = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    mine = {n: c for n, c in rows.items()
+            if n.startswith(("user ", "ownership ", "socket access"))}
+    for name, user in USERS.items():
+        assert rows[f"user {name}"]["status"] == "ok", rows[f"user {name}"]
+        assert rows[f"user {name}"]["detail"].startswith(f"{user}("), rows[f"user {name}"]
+    assert all(c["status"] == "ok" for c in mine.values()), mine
 
 
 def test_stop_leaves_no_agent_or_helper_behind(users_node):

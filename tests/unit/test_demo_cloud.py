@@ -115,3 +115,42 @@ def test_paste_rewrite_replaces_authtoken_only(tmp_path):
     shipped.write_text("[pipeline:x]\n")
     with pytest.raises(RuntimeError, match="no authtoken"):
         cloud.keystone_free_paste(shipped, tmp_path / "o2")
+
+
+def test_sqlite_immediate_takes_the_write_lock_at_begin(tmp_path):
+    """oslo.db sends a plain BEGIN; under the demo cloud's hook it holds the
+    write lock from there, so a second writer waits (busy timeout) instead of
+    failing at once with SQLITE_BUSY_SNAPSHOT later."""
+    import sqlite3
+
+    from hvsupervisor.demo import sqlite_immediate
+
+    db = tmp_path / "x.sqlite"
+    a = sqlite_immediate.connect(db, timeout=5, isolation_level=None)
+    a.execute("pragma journal_mode=wal")
+    a.execute("create table t (x)")
+    cur = a.cursor()
+    cur.execute("BEGIN")
+    cur.execute("select * from t").fetchall()
+    other = sqlite3.connect(db, timeout=0, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        other.execute("BEGIN IMMEDIATE")
+    cur.execute("insert into t values (1)")
+    cur.execute("COMMIT")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("ROLLBACK")
+
+
+def test_sqlite_immediate_runs_a_script_with_its_argv(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "daemon"
+    script.write_text("import sqlite3, sys\n"
+                      "c = sqlite3.dbapi2.connect(':memory:')\n"
+                      "print(type(c).__name__, sqlite3.connect is sqlite3.dbapi2.connect, "
+                      "sys.argv[1:])\n")
+    r = subprocess.run([sys.executable, "-m", "hvsupervisor.demo.sqlite_immediate", str(script),
+                        "--config-file", "f"], capture_output=True, text=True, check=True,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.stdout.strip() == "ImmediateConnection True ['--config-file', 'f']"

@@ -70,3 +70,20 @@ def test_catalog_env_snippet_is_one_line(tmp_path):
     p = profile.catalog_env_snippet(tmp_path / "x.conf", {"OVS_RUNDIR": "/x"})
     lines = [line for line in p.read_text().splitlines() if line and not line.startswith("[")]
     assert lines == ["environment = OVS_RUNDIR:/x"]
+
+
+def test_nova_compute_stop_budget_follows_the_demo_graceful_timeout(tmp_path):
+    """Ctrl-C on the demo: nova-compute (libvirt driver) leaves only when its
+    graceful_shutdown_timeout runs out, so the demo sets a short one and the
+    supervisor's budget (and the demo's wait) follows it."""
+    from hvsupervisor.demo import node
+
+    _cp, _override, settings = _write(tmp_path)
+    plans = build_plans(settings)
+    compute = plans["nova-compute"]
+    graceful = profile.NOVA_GRACEFUL_SHUTDOWN_TIMEOUT
+    assert compute.stop_timeout == graceful + settings.agents["nova-compute"].stop_margin
+    assert "60-demo-libvirt.conf" in compute.stop_source
+    # The longest chain of stops + the data-plane helpers + the supervisor's exit:
+    # was 180 + 10 + 5 (OVS agent) + 15 = 210 s with nova's default.
+    assert node.stop_budget(plans) <= 60
