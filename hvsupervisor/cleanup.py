@@ -65,6 +65,18 @@ def merge_config_files(file_lists: Iterable[Sequence[str]]) -> list[str]:
     return bases + snippets
 
 
+def root_env(plan) -> dict[str, str]:
+    """The plan's environment without what the supervisor supplies for a user-run agent.
+
+    The cleanup tools run as root, before the supervisor (no privsep broker
+    yet): their privsep contexts start helpers directly, as a root agent's do
+    (doc/upstream-behaviour.md section 15). The broker client that the plan
+    sets as ``helper_command``/``root_helper`` would be refused (wrong uid) or
+    find no socket.
+    """
+    return {k: v for k, v in plan.env.items() if k not in plan.supplied}
+
+
 def _tool(bindir: Path, name: str) -> str:
     candidate = bindir / name
     return str(candidate) if os.access(candidate, os.X_OK) else name
@@ -79,7 +91,7 @@ def build_ovs_cleanup(
     argv = [_tool(bindir, OVS_CLEANUP), "--log-file", str(log_dir / f"{OVS_CLEANUP}.log")]
     for path in files:
         argv += ["--config-file", path]
-    return CleanupCommand(OVS_CLEANUP, tuple(argv + list(extra)), dict(plan.env))
+    return CleanupCommand(OVS_CLEANUP, tuple(argv + list(extra)), root_env(plan))
 
 
 def build_netns_cleanup(
@@ -97,7 +109,7 @@ def build_netns_cleanup(
     files = merge_config_files([f.path for f in p.files] for p in found)
     env: dict[str, str] = {}
     for p in found:
-        env.update(p.env)
+        env.update(root_env(p))
     # neutron 29: with --force, killing a DHCP namespace's dnsmasq builds an
     # external_process.ProcessMonitor whose non-daemon checking thread loops
     # until stop(), which netns_cleanup.main never calls: the tool does its

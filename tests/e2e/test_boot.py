@@ -82,7 +82,7 @@ def _node_config(node: BootNode, cp, libvirtd) -> None:
     from hvsupervisor.config.plan import build_plans
     from hvsupervisor.config.settings import load_settings
     from hvsupervisor.demo import cloud
-    from hvsupervisor.demo.profile import catalog_env_snippet, write_ini
+    from hvsupervisor.demo.profile import catalog_env_snippet, root_opt_out, write_ini
 
     cloud.node_snippets(cp, node.override, HOST, compute_driver="libvirt.LibvirtDriver",
                         flat_network=True)
@@ -99,6 +99,13 @@ def _node_config(node: BootNode, cp, libvirtd) -> None:
     # serving across a supervisor restart instead.
     write_ini(node.override / "hvsupervisor.conf.d" / "60-boot.conf",
               {"supervisor": {"ensure_bridges": "true", "stop_dataplane": "true"}})
+    # user = root: the opt-out of the shipped nova/neutron users
+    # (doc/upstream-behaviour.md section 15), as the demo does. Unverified as
+    # users: nova-compute as nova on this private libvirtd (socket root:root
+    # 0770 under pytest's 0700 tmp), the guest's instances dir and console log
+    # with libvirt's dynamic ownership, os-vif plugging through the broker.
+    root_opt_out(node.override / "hvsupervisor.conf.d" / "50-boot-root.conf",
+                 "tests/e2e/test_boot.py: agents as root (see the test's _node_config).")
     settings = load_settings(REPO / "etc", node.override, str(node.state_dir),
                              str(node.log_dir), str(node.run_dir))
     node.plans = build_plans(settings)

@@ -7,6 +7,9 @@ only deviations from the shipped defaults are site values and what this
 machine cannot provide: no /dev/kvm, no OVS kernel module, no kernel
 conntrack, so nova uses fake.PredictableNodeUUIDDriver, OVS the netdev
 datapath, and the firewall is noop (all in 50-e2e.conf snippets).
+As shipped, nova-* run as nova and neutron-* as neutron, with no
+capabilities (doc/upstream-behaviour.md section 15);
+test_upstream_users.py adds dnsmasq/haproxy through the privsep broker.
 """
 
 from __future__ import annotations
@@ -31,6 +34,31 @@ TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ +\d+ ")
 # A whole oslo.log record: timestamp, pid, level, logger, [context], text.
 # (Traceback lines carry the prefix without the [context] and may repeat.)
 RECORD = re.compile(r"^\d{4}-\d\d-\d\d \S+ +\d+ [A-Z]+ \S+ \[[^]]*\] \S")
+
+
+SHIPPED_USERS = {"nova-compute": "nova", "nova-api-metadata": "nova",
+                 "neutron-openvswitch-agent": "neutron", "neutron-dhcp-agent": "neutron",
+                 "neutron-l3-agent": "neutron", "neutron-metadata-agent": "neutron"}
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def test_every_agent_runs_as_its_shipped_user_with_no_capabilities(upstream_node, agent_users):
+    if upstream_node.supervisor is None:
+        pytest.skip("HVSUP_E2E_DIRECT=1: spawned as root, without the supervisor")
+    status = wait_until(lambda: (lambda st: st if all(a["ready"] for a in st.values())
+                                 else None)(upstream_node.status()), 240, "every agent ready")
+    for name, user in SHIPPED_USERS.items():
+        st = _proc_status(status[name]["pid"])
+        pw = agent_users[user]
+        assert st["Uid"].split() == [str(pw.pw_uid)] * 4, (name, st["Uid"])
+        assert st["Gid"].split()[0] == str(pw.pw_gid), (name, st["Gid"])
+        assert st["CapEff"] == "0000000000000000", (name, st["CapEff"])
+        assert st["CapBnd"] == "0000000000000000", (name, st["CapBnd"])
+        assert st["NoNewPrivs"] == "1", name
 
 
 def test_ovs_agent_creates_br_int_and_installs_flows(upstream_controlplane, upstream_node):

@@ -1,19 +1,13 @@
 """The real six as their own users: nova and neutron, no capabilities, privsep brokered.
 
 The same upstream daemons and control plane as test_upstream.py, under
-``hvsupervisor run``, with the shipped opt-in snippet
-(etc/examples/hvsupervisor.conf.d/50-users.conf.example): nova-compute and
-nova-api-metadata as ``nova``, the four neutron agents as ``neutron``. The
-users come from the shipped sysusers file, applied with
-``systemd-sysusers`` as a package does; the users and groups this module
-created are removed afterwards (ones that already existed are kept).
-
-What a user-run node needs from this rig, and a package install has anyway:
-the interpreter and the venv must be searchable by the agents' users (their
-privsep helper_command is this venv's python: tox's venv links to a pyenv
-build under /root), and so must the control plane's ovsdb socket directory
-(pytest's tmp dirs are 0700). Both get o+x on their ancestors, nothing more,
-and the control plane's is put back afterwards.
+``hvsupervisor run``, with the shipped catalog: nova-compute and
+nova-api-metadata as ``nova``, the four neutron agents as ``neutron``
+(doc/upstream-behaviour.md section 15). The users come from the shipped
+sysusers file (the session fixture ``agent_users`` applies it with
+``systemd-sysusers``, as a package does; they stay). What a user-run node
+needs from this rig, and a package install has anyway, the session's control
+plane fixture provides (tests/fixtures/controlplane.py).
 
 The node has its own host name (a second node of the session's cloud) and a
 flat network on physnet1, so that the DHCP agent starts dnsmasq and, for
@@ -43,7 +37,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 HOST = "e2e-users-node"
 SYSUSERS = REPO / "units" / "sysusers.d" / "hvsupervisor.conf"
-EXAMPLE = REPO / "etc" / "examples" / "hvsupervisor.conf.d" / "50-users.conf.example"
 USERS = {"nova-compute": "nova", "nova-api-metadata": "nova",
          "neutron-openvswitch-agent": "neutron", "neutron-dhcp-agent": "neutron",
          "neutron-l3-agent": "neutron", "neutron-metadata-agent": "neutron"}
@@ -76,70 +69,20 @@ def _ppid_chain(pid: int) -> list[int]:
     return chain
 
 
-def _searchable(path: Path) -> list[tuple[Path, int]]:
-    """o+x on ``path`` and its ancestors; what was changed, to put back."""
-    changed = []
-    for directory in [path, *path.parents]:
-        mode = stat.S_IMODE(directory.stat().st_mode)
-        if not mode & 0o001:
-            directory.chmod(mode | 0o001)
-            changed.append((directory, mode))
-    return changed
-
-
-def _share_nova_db(cp, gid: int) -> list[tuple[Path, int, int]]:
-    """The control plane's nova databases readable and writable by group ``nova``.
-
-    nova-api-metadata opens ``[database]`` at start (exit 3, "unable to open
-    database file", without it). A site points it at a database server; this
-    cloud's are sqlite files under its root, with WAL (the -wal/-shm files and
-    the directory must be writable too). Only the group gets write.
-    """
-    db = cp.nova_db.parent
-    changed = []
-    for path in [db, *sorted(db.glob("nova*.sqlite*"))]:
-        st = path.stat()
-        changed.append((path, st.st_gid, stat.S_IMODE(st.st_mode)))
-        os.chown(path, -1, gid)
-        path.chmod(stat.S_IMODE(st.st_mode) | (0o070 if path.is_dir() else 0o060))
-    return changed
-
-
-@pytest.fixture(scope="module")
-def agent_users():
-    """The shipped sysusers file applied the packaging way; created accounts removed after."""
-    if shutil.which("systemd-sysusers") is None:
-        pytest.skip("systemd-sysusers not installed")
-    users = ("nova", "neutron")
-    groups = ("nova", "neutron", "openvswitch", "libvirt")
-    had_users = {u for u in users if _exists(pwd.getpwnam, u)}
-    had_groups = {g for g in groups if _exists(grp.getgrnam, g)}
-    subprocess.run(["systemd-sysusers", str(SYSUSERS)], check=True, capture_output=True)
-    try:
-        yield {u: pwd.getpwnam(u) for u in users}
-    finally:
-        for user in sorted(set(users) - had_users):
-            subprocess.run(["userdel", user], capture_output=True)
-        for group in sorted(set(groups) - had_groups):
-            subprocess.run(["groupdel", group], capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def users_node(upstream_controlplane, agent_users):
-    """The six under `hvsupervisor run` as nova/neutron, in a dir the users can reach."""
-    from tests.functional.privsep_rig import venv_traversable
+    """The six under `hvsupervisor run` as nova/neutron, in a dir the users can reach.
 
+    The session's control plane is ready for user-run nodes
+    (tests/fixtures/controlplane.py: venv and ovsdb dir searchable, nova DB
+    shared with group nova); the shipped catalog runs the users.
+    """
     cp = upstream_controlplane
-    venv_traversable()
-    put_back = _searchable(cp.ovs_run)
-    db_back = _share_nova_db(cp, agent_users["nova"].pw_gid)
     base = Path(tempfile.mkdtemp(prefix="hvsup-e2e-users-"))
     base.chmod(0o711)
     override = base / "override"
     conf_d = override / "hvsupervisor.conf.d"
     conf_d.mkdir(parents=True)
-    # The shipped opt-in, as an operator installs it.
-    shutil.copyfile(EXAMPLE, conf_d / "50-users.conf")
     # br-phys for physnet1; dnsmasq and haproxy go with the node.
     (conf_d / "70-e2e-users.conf").write_text(
         "[supervisor]\nensure_bridges = true\nstop_dataplane = true\n")
@@ -155,12 +98,6 @@ def users_node(upstream_controlplane, agent_users):
     finally:
         if node.supervisor is not None:
             node.supervisor.stop(timeout=120)
-        for directory, mode in put_back:
-            directory.chmod(mode)
-        for path, gid, mode in db_back:
-            if path.exists():
-                os.chown(path, -1, gid)
-                path.chmod(mode)
         shutil.rmtree(base, ignore_errors=True)
 
 

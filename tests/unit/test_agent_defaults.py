@@ -9,6 +9,10 @@ from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.plan import build_plan, build_plans
 from hvsupervisor.config.settings import load_settings
 
+# The shipped catalog runs the agents as nova/neutron: plans resolve them
+# through stand-in accounts when the host has none (tests/fixtures/accounts.py).
+pytestmark = pytest.mark.usefixtures("shipped_accounts")
+
 REPO = Path(__file__).resolve().parents[2]
 
 

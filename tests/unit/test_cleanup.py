@@ -8,8 +8,9 @@ from types import SimpleNamespace
 from hvsupervisor import cleanup
 
 
-def _plan(*paths: str, env=None):
-    return SimpleNamespace(files=[SimpleNamespace(path=p) for p in paths], env=env or {})
+def _plan(*paths: str, env=None, supplied=()):
+    return SimpleNamespace(files=[SimpleNamespace(path=p) for p in paths], env=env or {},
+                           supplied=tuple(supplied))
 
 
 DEF = "/usr/share/hvsupervisor/etc/neutron"
@@ -58,3 +59,20 @@ def test_netns_cleanup_without_dhcp_or_l3_is_a_config_error():
         cleanup.build_netns_cleanup({}, Path("/b"), Path("/l"))
 
 
+
+
+def test_cleanup_runs_privsep_directly_not_through_the_broker(tmp_path, shipped_accounts):
+    """The shipped agents are users: their plans route privsep through the supervisor's
+    broker; the cleanup tools run as root before it, so they get none of that."""
+    from hvsupervisor.config.plan import build_plans
+    from hvsupervisor.config.settings import load_settings
+
+    etc = Path(__file__).resolve().parents[2] / "etc"
+    plans = build_plans(load_settings(etc, tmp_path / "over", str(tmp_path / "s"),
+                                      str(tmp_path / "l"), str(tmp_path / "r")))
+    assert "OS_PRIVSEP__HELPER_COMMAND" in plans["neutron-l3-agent"].env
+    for cmd in (cleanup.build_ovs_cleanup(plans, Path("/b"), tmp_path),
+                cleanup.build_netns_cleanup(plans, Path("/b"), tmp_path)):
+        assert not [k for k in cmd.env if k.endswith("__HELPER_COMMAND")], cmd.env
+        assert "OS_AGENT__ROOT_HELPER" not in cmd.env
+        assert cmd.env["OS_DEFAULT__STATE_PATH"] == f"{tmp_path / 's'}/neutron"

@@ -1,8 +1,12 @@
 """The command-line contract of `config plan|explain` (used by tests outside the repo)."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def hv(layout, *args):
@@ -82,8 +86,14 @@ def test_unreadable_snippet_exit_78(layout):
     _fails_cleanly(hv(layout, "config", "plan", "alpha"), str(d / "20-x.conf"), "broken symlink")
 
 
-def test_shipped_defaults_resolve_for_all_six():
-    out = subprocess.run([sys.executable, "-m", "hvsupervisor", "--override-dir", "/nonexistent",
+def test_shipped_defaults_resolve_for_all_six(tmp_path):
+    # The shipped users are not what this tests (a host may lack them:
+    # test_privsep_plan.py tests the shipped identity): the documented opt-out.
+    conf_d = tmp_path / "hvsupervisor.conf.d"
+    conf_d.mkdir()
+    shutil.copyfile(REPO / "etc" / "examples" / "hvsupervisor.conf.d" / "50-root.conf.example",
+                    conf_d / "50-root.conf")
+    out = subprocess.run([sys.executable, "-m", "hvsupervisor", "--override-dir", str(tmp_path),
                           "config", "validate", "--format", "json"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings
 from hvsupervisor.demo import cloud, profile
 from hvsupervisor.demo.services import Netns
+
+# The shipped catalog runs the agents as nova/neutron: plans resolve them
+# through stand-in accounts when the host has none (tests/fixtures/accounts.py).
+pytestmark = pytest.mark.usefixtures("shipped_accounts")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,3 +87,12 @@ def test_nova_compute_stop_budget_follows_the_demo_graceful_timeout(tmp_path):
     # The longest chain of stops + the data-plane helpers + the supervisor's exit:
     # was 180 + 10 + 5 (OVS agent) + 15 = 210 s with nova's default.
     assert node.stop_budget(plans) <= 60
+
+
+def test_demo_opts_out_to_root_with_its_reason(tmp_path):
+    """The demo runs the six as root (50-demo-root.conf), saying why in the file."""
+    _cp, override, settings = _write(tmp_path)
+    assert all(build_plans(settings)[name].identity is None for name in profile.AGENTS)
+    assert set(profile.AGENTS) == set(settings.enabled_agents)
+    text = (override / "hvsupervisor.conf.d" / profile.ROOT_SNIPPET).read_text()
+    assert text.startswith("# hvsupervisor demo: the opt-out")

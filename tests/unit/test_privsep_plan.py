@@ -100,12 +100,28 @@ def test_shipped_catalog_as_users_supplies_every_privsep_section(tmp_path):
     assert set(nova.supplied) == {"OS_NOVA_SYS_ADMIN__HELPER_COMMAND",
                                   "OS_VIF_PLUG_OVS_PRIVILEGED__HELPER_COMMAND",
                                   "OS_PRIVSEP_OSBRICK__HELPER_COMMAND"}
-    # Shipped default: root, nothing supplied.
-    assert build_plan(s, s.agents["neutron-l3-agent"]).supplied == ()
 
 
-def test_shipped_users_example_runs_all_six_as_nova_or_neutron(tmp_path):
-    """etc/examples/hvsupervisor.conf.d/50-users.conf.example: the opt-in the e2e runs."""
+
+def test_shipped_catalog_runs_every_agent_as_its_user(tmp_path, shipped_accounts):
+    """Issue 15: nova-* as nova, neutron-* as neutron, each with its privsep contexts."""
+    from pathlib import Path
+
+    from hvsupervisor.config.settings import load_settings
+
+    etc = Path(__file__).resolve().parents[2] / "etc"
+    s = load_settings(etc, tmp_path)
+    plans = {name: build_plan(s, s.agents[name]) for name in s.enabled_agents}
+    users = {name: p.identity.user for name, p in plans.items()}
+    assert users == {"nova-compute": "nova", "nova-api-metadata": "nova",
+                     "neutron-openvswitch-agent": "neutron", "neutron-dhcp-agent": "neutron",
+                     "neutron-l3-agent": "neutron", "neutron-metadata-agent": "neutron"}
+    assert "OS_PRIVSEP__HELPER_COMMAND" in plans["neutron-l3-agent"].supplied
+    assert "OS_VIF_PLUG_OVS_PRIVILEGED__HELPER_COMMAND" in plans["nova-compute"].supplied
+
+
+def test_shipped_root_example_opts_all_six_out(tmp_path):
+    """etc/examples/hvsupervisor.conf.d/50-root.conf.example: the documented opt-out."""
     import shutil
     from pathlib import Path
 
@@ -113,10 +129,8 @@ def test_shipped_users_example_runs_all_six_as_nova_or_neutron(tmp_path):
 
     etc = Path(__file__).resolve().parents[2] / "etc"
     (tmp_path / "hvsupervisor.conf.d").mkdir()
-    shutil.copyfile(etc / "examples" / "hvsupervisor.conf.d" / "50-users.conf.example",
-                    tmp_path / "hvsupervisor.conf.d" / "50-users.conf")
+    shutil.copyfile(etc / "examples" / "hvsupervisor.conf.d" / "50-root.conf.example",
+                    tmp_path / "hvsupervisor.conf.d" / "50-root.conf")
     s = load_settings(etc, tmp_path)
-    users = {name: s.agents[name].user for name in s.enabled_agents}
-    assert users == {"nova-compute": "nova", "nova-api-metadata": "nova",
-                     "neutron-openvswitch-agent": "neutron", "neutron-dhcp-agent": "neutron",
-                     "neutron-l3-agent": "neutron", "neutron-metadata-agent": "neutron"}
+    assert {s.agents[name].user for name in s.enabled_agents} == {"root"}
+    assert all(build_plan(s, s.agents[name]).identity is None for name in s.enabled_agents)

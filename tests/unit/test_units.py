@@ -19,6 +19,10 @@ import subprocess
 
 import pytest
 
+# The shipped catalog runs the agents as nova/neutron: plans resolve them
+# through stand-in accounts when the host has none (tests/fixtures/accounts.py).
+pytestmark = pytest.mark.usefixtures("shipped_accounts")
+
 UNITS = pathlib.Path(__file__).resolve().parents[2] / "units"
 SERVICE = UNITS / "hvsupervisor.service"
 CLEANUP = UNITS / "hvsupervisor-cleanup.service"

@@ -16,6 +16,10 @@ from hvsupervisor.config.explain import effective
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings
 
+# The shipped catalog runs the agents as nova/neutron: plans resolve them
+# through stand-in accounts when the host has none (tests/fixtures/accounts.py).
+pytestmark = pytest.mark.usefixtures("shipped_accounts")
+
 REPO = Path(__file__).resolve().parents[2]
 ETC = REPO / "etc"
 AGENTS = ("nova-compute", "nova-api-metadata", "neutron-openvswitch-agent",
@@ -54,16 +58,32 @@ def test_files_are_passed_in_catalog_order(plans):
         str(ETC / "neutron" / "neutron.conf"), str(ETC / "neutron" / "dhcp_agent.ini")]
 
 
-def test_privsep_runs_the_helper_directly_for_every_context(plans):
-    _, p = plans
+def test_privsep_goes_through_the_broker_for_the_agents_contexts(plans):
+    """As users (the shipped default) the supervisor's broker starts their helpers.
+
+    The shipped files keep ``helper_command = privsep-helper`` (what a root
+    agent runs directly, the 50-root.conf.example opt-out); the supervisor
+    supplies the broker client for each context the agent names
+    (doc/upstream-behaviour.md section 15).
+    """
+    root, p = plans
     neutron = effective(p["neutron-l3-agent"])
+    sock = f"{root / 'run'}/privsep/neutron-l3-agent.sock"
+    brokered = {"privsep", "privsep_link", "privsep_namespace", "privsep_ovs_vsctl",
+                "privsep_conntrack"}
     for section in NEUTRON_PRIVSEP:
-        assert neutron.lookup(section, "helper_command") == "privsep-helper", section
-    assert neutron.lookup("agent", "root_helper") == ""
+        value = neutron.lookup(section, "helper_command")
+        if section in brokered:
+            assert value.endswith(f"hvsupervisor-privsep --broker {sock} privsep-helper"), section
+        else:
+            assert value == "privsep-helper", section
+    assert neutron.lookup("agent", "root_helper").endswith(f"--broker {sock} root-helper")
     nova = effective(p["nova-compute"])
-    for section in ("nova_sys_admin", "vif_plug_ovs_privileged", "vif_plug_linux_bridge_privileged",
-                    "privsep_osbrick"):
-        assert nova.lookup(section, "helper_command") == "privsep-helper", section
+    sock = f"{root / 'run'}/privsep/nova-compute.sock"
+    for section in ("nova_sys_admin", "vif_plug_ovs_privileged", "privsep_osbrick"):
+        assert nova.lookup(section, "helper_command").endswith(
+            f"--broker {sock} privsep-helper"), section
+    assert nova.lookup("vif_plug_linux_bridge_privileged", "helper_command") == "privsep-helper"
 
 
 def test_defaults_are_the_supported_node(plans):
