@@ -20,7 +20,7 @@ the time until it has exited is ``stop_s``; ``clean`` says it ended with
 Needs root and an interpreter with nova, neutron, placement, glance and
 libvirt-python (the e2e venv, or the demo's own ``.demo/venv``):
 
-    flock /tmp/hvsup-heavy.lock .tox/e2e/bin/python benchmarks/demo.py
+    .tox/e2e/bin/python benchmarks/demo.py
     python3 benchmarks/demo.py --run-demo --dir /tmp/hvd-bench   # install included
 
 One JSON line per run, then a ``goals`` line. Nothing is asserted.
