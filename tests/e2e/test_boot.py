@@ -107,6 +107,16 @@ def _node_config(node: BootNode, cp, libvirtd) -> None:
     write_ini(node.override / "hvsupervisor.conf.d" / "60-boot.conf",
               {"supervisor": {"ensure_bridges": "true", "stop_dataplane": "true"}})
     # No user = root opt-out: the agents run as the shipped catalog's users.
+    # One addition to the shipped catalog: nova-compute's supplementary group
+    # openvswitch. os-vif plugs a VIFOpenVSwitch in nova-compute's own process
+    # (vif_plug_ovs/ovs.py _plug_vif_generic: ovsdb ensure_ovs_bridge over
+    # [os_vif_ovs] ovsdb_connection; only the linux_net calls go through its
+    # privsep context), and the supervisor makes db.sock root:openvswitch 0770
+    # (doc/upstream-behaviour.md section 15); the shipped catalog gives
+    # nova-compute only libvirt (sysusers.d puts nova in openvswitch, but
+    # setpriv sets the catalog's groups, not /etc/group's).
+    write_ini(node.override / "hvsupervisor.conf.d" / "55-boot-groups.conf",
+              {"agent:nova-compute": {"supplementary_groups": "libvirt,openvswitch"}})
     settings = load_settings(REPO / "etc", node.override, str(node.state_dir),
                              str(node.log_dir), str(node.run_dir))
     node.plans = build_plans(settings)
@@ -313,7 +323,8 @@ def test_boot_serve_survive_restarts_delete(boot_node, agent_users):
     # As shipped (tests/e2e/test_upstream.py checks the same on the session node).
     for name, user in SHIPPED_USERS.items():
         st, pw = _proc_status(before[name]["pid"]), agent_users[user]
-        notes.setdefault("uid_capeff", {})[name] = f"{st['Uid'].split()[0]}/{st['CapEff']}"
+        notes.setdefault("uid_groups_capeff", {})[name] = \
+            f"{st['Uid'].split()[0]}/{st['Groups'].strip()}/{st['CapEff']}"
         assert st["Uid"].split() == [str(pw.pw_uid)] * 4, (name, st["Uid"])
         assert st["CapEff"] == "0000000000000000", (name, st["CapEff"])
         assert st["NoNewPrivs"] == "1", name
