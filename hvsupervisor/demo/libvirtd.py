@@ -76,6 +76,12 @@ class LibvirtDaemon:
     # (as uid:64055, gid:64055): Permission denied"). Only this private
     # libvirtd is affected; a node's own libvirtd keeps its packaging.
     qemu_as_root: bool = False
+    # The group of libvirtd's sockets (0770). root: only root agents connect
+    # (the demo's). "libvirt": nova-compute run as nova (supplementary group
+    # libvirt in the shipped catalog, doc/upstream-behaviour.md section 15)
+    # connects too, as to Debian's packaged libvirtd; its socket dir must then
+    # be searchable by nova (``root`` not under a 0700 dir).
+    sock_group: str = "root"
     holder: subprocess.Popen[bytes] | None = None
     proc: subprocess.Popen[bytes] | None = None
     timings: list[tuple[str, float]] = dataclasses.field(default_factory=list)
@@ -103,7 +109,7 @@ class LibvirtDaemon:
                 conf.write('\nuser = "root"\ngroup = "root"\n')
         (self.root / "libvirtd.conf").write_text(
             f'unix_sock_dir = "{self.root / "sock"}"\n'
-            'unix_sock_group = "root"\n'
+            f'unix_sock_group = "{self.sock_group}"\n'
             'unix_sock_ro_perms = "0770"\n'
             'unix_sock_rw_perms = "0770"\n'
             'auth_unix_ro = "none"\n'

@@ -14,6 +14,11 @@ fixed IP leased by this node's dnsmasq and the uuid served through haproxy in
 the qdhcp netns -> neutron-metadata-agent -> nova-api-metadata; and fresh
 lines after the agent restarts prove the data plane kept working.
 
+The agents run as shipped: nova-* as nova, neutron-* as neutron, with no
+capabilities (doc/upstream-behaviour.md section 15); os-vif plugs the VM's tap
+through the supervisor's privsep broker, and the private libvirtd's socket is
+group libvirt as a packaged one. Its qemu runs as root (``qemu_as_root``).
+
 Nothing is mocked. Deviations from the shipped config, all for this machine:
 ``virt_type = qemu`` unless a KVM probe boots the guest (KVM hangs a Linux
 guest here), ``cpu_mode = none``, datapath netdev, noop firewall, flat
@@ -35,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.controlplane import REPO, Node, spawn_supervisor
+from tests.fixtures.controlplane import REPO, Node, searchable, share_nova_db, spawn_supervisor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -43,6 +48,8 @@ HOST = "e2e-boot"
 NEUTRON_AGENTS = ("neutron-openvswitch-agent", "neutron-dhcp-agent", "neutron-l3-agent",
                   "neutron-metadata-agent")
 COMPUTE_STOP_TIMEOUT = 10  # nova-compute (libvirt) ignores SIGTERM: see test_libvirt_compute
+SHIPPED_USERS = {"nova-compute": "nova", "nova-api-metadata": "nova",
+                 **dict.fromkeys(NEUTRON_AGENTS, "neutron")}
 
 
 @dataclass
@@ -82,7 +89,7 @@ def _node_config(node: BootNode, cp, libvirtd) -> None:
     from hvsupervisor.config.plan import build_plans
     from hvsupervisor.config.settings import load_settings
     from hvsupervisor.demo import cloud
-    from hvsupervisor.demo.profile import catalog_env_snippet, root_opt_out, write_ini
+    from hvsupervisor.demo.profile import catalog_env_snippet, write_ini
 
     cloud.node_snippets(cp, node.override, HOST, compute_driver="libvirt.LibvirtDriver",
                         flat_network=True)
@@ -99,20 +106,24 @@ def _node_config(node: BootNode, cp, libvirtd) -> None:
     # serving across a supervisor restart instead.
     write_ini(node.override / "hvsupervisor.conf.d" / "60-boot.conf",
               {"supervisor": {"ensure_bridges": "true", "stop_dataplane": "true"}})
-    # user = root: the opt-out of the shipped nova/neutron users
-    # (doc/upstream-behaviour.md section 15), as the demo does. Unverified as
-    # users: nova-compute as nova on this private libvirtd (socket root:root
-    # 0770 under pytest's 0700 tmp), the guest's instances dir and console log
-    # with libvirt's dynamic ownership, os-vif plugging through the broker.
-    root_opt_out(node.override / "hvsupervisor.conf.d" / "50-boot-root.conf",
-                 "tests/e2e/test_boot.py: agents as root (see the test's _node_config).")
+    # No user = root opt-out: the agents run as the shipped catalog's users.
+    # One addition to the shipped catalog: nova-compute's supplementary group
+    # openvswitch. os-vif plugs a VIFOpenVSwitch in nova-compute's own process
+    # (vif_plug_ovs/ovs.py _plug_vif_generic: ovsdb ensure_ovs_bridge over
+    # [os_vif_ovs] ovsdb_connection; only the linux_net calls go through its
+    # privsep context), and the supervisor makes db.sock root:openvswitch 0770
+    # (doc/upstream-behaviour.md section 15); the shipped catalog gives
+    # nova-compute only libvirt (sysusers.d puts nova in openvswitch, but
+    # setpriv sets the catalog's groups, not /etc/group's).
+    write_ini(node.override / "hvsupervisor.conf.d" / "55-boot-groups.conf",
+              {"agent:nova-compute": {"supplementary_groups": "libvirt,openvswitch"}})
     settings = load_settings(REPO / "etc", node.override, str(node.state_dir),
                              str(node.log_dir), str(node.run_dir))
     node.plans = build_plans(settings)
 
 
 @pytest.fixture(scope="module")
-def boot_node(tmp_path_factory) -> Iterator[BootNode]:
+def boot_node(agent_users) -> Iterator[BootNode]:
     from tests.fixtures.controlplane import _missing
     from tests.fixtures.libvirt import LibvirtDaemon
     from tests.fixtures.libvirt import _why_not as libvirt_why_not
@@ -124,8 +135,15 @@ def boot_node(tmp_path_factory) -> Iterator[BootNode]:
     if reason:
         pytest.skip(reason)
     from hvsupervisor.demo import boot, cloud
+    from tests.functional.privsep_rig import venv_traversable
 
-    root = tmp_path_factory.mktemp("boot")
+    # The control plane, the private libvirtd and the guest image: a 0711 dir of
+    # their own, not pytest's tmp (pytest makes /tmp/pytest-of-root 0700 again
+    # whenever a pytest starts): nova and neutron must reach the ovsdb socket,
+    # libvirtd's socket and the nova databases below it.
+    root = Path(tempfile.mkdtemp(prefix="hvsup-boot-cp-", dir="/tmp"))
+    root.chmod(0o711)
+    venv_traversable()  # their privsep helper_command is this venv's
     # The node's own dirs go where others may traverse, as in production
     # (state_dir 0711): dnsmasq drops to "nobody" and re-reads its hosts file
     # from {state_dir}/neutron/dhcp; under pytest's 0700 tmp it cannot, and
@@ -134,8 +152,12 @@ def boot_node(tmp_path_factory) -> Iterator[BootNode]:
     node_root.chmod(0o711)
     netns_before = set(_netns_list())
     t0 = time.monotonic()
-    cp = cloud.start_control_plane(root / "cp", bindir=Path(sys.executable).parent,
-                                   prefix=Path(sys.prefix), full=True)
+    try:
+        cp = cloud.start_control_plane(root / "cp", bindir=Path(sys.executable).parent,
+                                       prefix=Path(sys.prefix), full=True)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     node = BootNode(root=node_root, override=node_root / "override",
                     state_dir=node_root / "state", log_dir=node_root / "log",
                     run_dir=node_root / "run", cp=cp)
@@ -143,7 +165,10 @@ def boot_node(tmp_path_factory) -> Iterator[BootNode]:
         node.notes["control_plane_up_s"] = round(time.monotonic() - t0, 1)
         for d in (node.log_dir, node.run_dir):
             d.mkdir(parents=True, exist_ok=True)
-        node.libvirtd = LibvirtDaemon(root / "libvirt", netns=cp.ns.name, qemu_as_root=True)
+        searchable(cp.ovs_run)
+        share_nova_db(cp, agent_users["nova"].pw_gid)
+        node.libvirtd = LibvirtDaemon(root / "libvirt", netns=cp.ns.name, qemu_as_root=True,
+                                      sock_group="libvirt")
         node.libvirtd.setup()
         node.libvirtd.start()
         node.image_id, image = boot.upload_guest(cp, root / "guest")
@@ -182,6 +207,12 @@ def boot_node(tmp_path_factory) -> Iterator[BootNode]:
             print(f"boot test: node dir kept: {node_root}")
         else:
             shutil.rmtree(node_root, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
 
 
 def _netns_list() -> list[str]:
@@ -281,7 +312,7 @@ def _fresh_round(cp, server_id: str, after: int, ip: str, timeout: float,
         raise AssertionError(f"{exc}; the guest's console ends:\n{tail}\n{diag}") from None
 
 
-def test_boot_serve_survive_restarts_delete(boot_node):
+def test_boot_serve_survive_restarts_delete(boot_node, agent_users):
     from hvsupervisor.demo import boot
     from hvsupervisor.demo.cloud import wait_until
 
@@ -289,6 +320,14 @@ def test_boot_serve_survive_restarts_delete(boot_node):
     notes = node.notes
     before = node.all_ready(240)
     assert all(a["state"] == "ready" for a in before.values()), before
+    # As shipped (tests/e2e/test_upstream.py checks the same on the session node).
+    for name, user in SHIPPED_USERS.items():
+        st, pw = _proc_status(before[name]["pid"]), agent_users[user]
+        notes.setdefault("uid_groups_capeff", {})[name] = \
+            f"{st['Uid'].split()[0]}/{st['Groups'].strip()}/{st['CapEff']}"
+        assert st["Uid"].split() == [str(pw.pw_uid)] * 4, (name, st["Uid"])
+        assert st["CapEff"] == "0000000000000000", (name, st["CapEff"])
+        assert st["NoNewPrivs"] == "1", name
     t_up = time.time()
     wait_until(lambda: cp.compute_service_up(HOST, t_up - 120), 120, "nova-compute up in nova")
     alive = wait_until(lambda: (lambda ags: ags if len(ags) >= 4 and all(
