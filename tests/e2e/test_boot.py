@@ -106,17 +106,8 @@ def _node_config(node: BootNode, cp, libvirtd) -> None:
     # serving across a supervisor restart instead.
     write_ini(node.override / "hvsupervisor.conf.d" / "60-boot.conf",
               {"supervisor": {"ensure_bridges": "true", "stop_dataplane": "true"}})
-    # No user = root opt-out: the agents run as the shipped catalog's users.
-    # One addition to the shipped catalog: nova-compute's supplementary group
-    # openvswitch. os-vif plugs a VIFOpenVSwitch in nova-compute's own process
-    # (vif_plug_ovs/ovs.py _plug_vif_generic: ovsdb ensure_ovs_bridge over
-    # [os_vif_ovs] ovsdb_connection; only the linux_net calls go through its
-    # privsep context), and the supervisor makes db.sock root:openvswitch 0770
-    # (doc/upstream-behaviour.md section 15); the shipped catalog gives
-    # nova-compute only libvirt (sysusers.d puts nova in openvswitch, but
-    # setpriv sets the catalog's groups, not /etc/group's).
-    write_ini(node.override / "hvsupervisor.conf.d" / "55-boot-groups.conf",
-              {"agent:nova-compute": {"supplementary_groups": "libvirt,openvswitch"}})
+    # No user = root opt-out: the agents run as the shipped catalog's users
+    # (nova-compute with groups libvirt and openvswitch: etc/hvsupervisor.conf).
     settings = load_settings(REPO / "etc", node.override, str(node.state_dir),
                              str(node.log_dir), str(node.run_dir))
     node.plans = build_plans(settings)
