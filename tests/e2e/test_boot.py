@@ -195,10 +195,10 @@ def boot_node(agent_users) -> Iterator[BootNode]:
         left = cp.ns.destroy()
         print(f"boot test notes: {json.dumps(node.notes)}; killed in netns at the end: {left}")
         if os.environ.get("HVSUP_BOOT_KEEP"):
-            print(f"boot test: node dir kept: {node_root}")
+            print(f"boot test: node dir kept: {node_root}, control plane dir kept: {root}")
         else:
             shutil.rmtree(node_root, ignore_errors=True)
-        shutil.rmtree(root, ignore_errors=True)
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _proc_status(pid: int) -> dict[str, str]:
@@ -264,7 +264,17 @@ def _diagnose(cp, node) -> str:
     """What the data plane looked like when a guest round never came: br-int's ports
     and flows, the qdhcp namespaces, and the tail of the DHCP and OVS agents' logs
     (a failure seen in 2 of 7 runs: the guest's DHCP went unanswered for 240 s)."""
-    out = [cp.vsctl("show").stdout[-3000:], cp.ofctl("dump-flows", "br-int").stdout[-4000:]]
+    out = [cp.vsctl("show").stdout[-3000:], cp.ofctl("dump-flows", "br-int").stdout[-4000:],
+           # per-port rx/tx: does OVS see the guest's DHCPDISCOVER at all?
+           cp.ofctl("dump-ports", "br-int").stdout[-3000:],
+           subprocess.run(["ovs-appctl", "fdb/show", "br-int"], capture_output=True,
+                          text=True, check=False, env=cp.env(cp.ovs_env())).stdout[-2000:],
+           subprocess.run(["ip", "netns", "exec", cp.ns.name, "ip", "-s", "link"],
+                          capture_output=True, text=True, check=False).stdout[-4000:]]
+    vswitchd = cp.ovs_run / "ovs-vswitchd.log"
+    if vswitchd.exists():
+        out.append(f"{vswitchd} (last 40 lines):\n"
+                   + "\n".join(vswitchd.read_text(errors="replace").splitlines()[-40:]))
     for ns in _netns_list():
         if ns.startswith("qdhcp-"):
             addrs = subprocess.run(["ip", "netns", "exec", ns, "ip", "-br", "addr"],
@@ -348,6 +358,10 @@ def test_boot_serve_survive_restarts_delete(boot_node, agent_users):
     assert dnsmasq and haproxy, (dnsmasq, haproxy)
     tap = f"tap{booted.port_id[:11]}"
     assert tap in cp.vsctl("list-ports", "br-int").stdout.split()
+    # How the tap joined the netdev bridge (os-vif adds the port before libvirt
+    # makes the device): kept in the notes, passing or not.
+    notes["vswitchd_tap"] = [ln.split("|", 4)[-1] for ln in (cp.ovs_run / "ovs-vswitchd.log")
+                             .read_text(errors="replace").splitlines() if tap in ln][:8]
     qemu = _qemu_pid(sid)
     assert qemu is not None
     leases = Path(node.state_dir, "neutron", "dhcp", node.network_id, "leases")
