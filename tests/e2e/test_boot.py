@@ -89,9 +89,10 @@ class BootNode(Node):
 
 
 def _why_not() -> str | None:
-    for path in ("/bin/busybox", "/usr/bin/qemu-system-x86_64"):
+    for path in ("/bin/busybox", "/usr/bin/qemu-system-x86_64", "/usr/bin/ping"):
         if not Path(path).exists():
-            return f"{path} missing (busybox-static, qemu-system-x86: run_tests installs them)"
+            return (f"{path} missing (busybox-static, qemu-system-x86, iputils-ping: "
+                    "run_tests installs them)")
     try:
         from hvsupervisor.demo import guest
 
