@@ -505,7 +505,8 @@ def test_boot_serve_survive_restarts_delete(boot_node, agent_users):
     for agent in NEUTRON_AGENTS:
         if agent == "neutron-l3-agent":
             # A steady ping at the floating IP through the L3 agent's restart: what it
-            # lost is noted (the guest's own DHCP rounds flush its address briefly too).
+            # lost is noted (each guest DHCP round re-adds its address and routes, in its
+            # udhcpc hook: an echo may be lost there without any restart).
             # It runs until the new agent has processed the router again (its resync
             # after a start: namespace, ports, NAT rules, haproxy), not just until
             # "ready" (its RPC server answers, doc/upstream-behaviour.md section 3).
@@ -525,7 +526,12 @@ def test_boot_serve_survive_restarts_delete(boot_node, agent_users):
                            f"floating IP {fip} after the L3 agent restart")
             finally:
                 pinger.stop(timeout=10, sig=signal.SIGINT)
-            notes["fip_ping_through_l3_restart"] = _ping_gaps(pinger.log, 0.2)
+            gaps = notes["fip_ping_through_l3_restart"] = _ping_gaps(pinger.log, 0.2)
+            # Not disturbed: the agent's exit leaves the namespace, ports and NAT in
+            # place and its resync rewrites the rules atomically (iptables-restore).
+            # Single echoes are lost now and then with or without a restart (the
+            # guest's DHCP rounds); an outage would show as a run of them.
+            assert gaps["received"] and gaps["longest_gap_s"] <= 2.0, gaps
             assert qrouter in _netns_list()
             notes["qrouter_haproxy_kept_l3_restart"] = \
                 _pids_in_netns(qrouter, "haproxy") == l3_haproxy
