@@ -427,6 +427,30 @@ def _wsgi(cp: ControlPlane, name: str, app: str, port: int, *args: str,
     return cp.ns.spawn(name, argv, cp.logs / f"{name}.log", cp.env(env))
 
 
+#: The RPC servers a node's agents call as they start (exchange/topic@version,
+#: as ``rpc:`` ready rules): neutron-rpc-server's plugin, resource-version and
+#: state-report topics, the L3 plugin, nova-conductor. A call published before
+#: the server consumes is dropped (demo/rpcwait.py says what that costs).
+NODE_RPC_TOPICS = ("neutron/q-plugin@1.0", "neutron/q-reports-plugin@1.0",
+                   "neutron/q-server-resource-versions@1.0", "neutron/q-l3-plugin@1.0",
+                   "nova/conductor@3.0")
+
+
+def wait_rpc_servers(cp: ControlPlane, topics: Sequence[str] = NODE_RPC_TOPICS,
+                     timeout: float = 90) -> dict:
+    """Wait (in the cloud's netns) until every topic's RPC server answers; what each took."""
+    r = cp.ns.run([str(cp.bindir / "python"), "-m", "hvsupervisor.demo.rpcwait",
+                   cp.transport_url, *topics, "--timeout", str(timeout)],
+                  env=cp.env(), timeout=timeout + 30)
+    lines = r.stdout.strip().splitlines()
+    result = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+    if r.returncode != 0:
+        cp.check_alive()
+        raise TimeoutError(f"the cloud's RPC servers did not answer within {timeout:g} s: "
+                           f"{result.get('missing') or r.stderr.strip()[-500:]}")
+    return result.get("answered", {})
+
+
 def start_control_plane(root: Path, *, bindir: Path | None = None, prefix: Path | None = None,
                         full: bool = False, ns: Netns | None = None,
                         start_ovs: bool = True, keep_databases: bool = False) -> ControlPlane:
@@ -486,6 +510,8 @@ def start_control_plane(root: Path, *, bindir: Path | None = None, prefix: Path 
                        is not None, 90, "nova API")
             wait_until(lambda: cp.check_alive() and cp.get(cp.glance_port, "/v2/images")
                        is not None, 90, "glance API")
+        topics = (*NODE_RPC_TOPICS, *(["nova/scheduler@4.0"] if cp.full else []))
+        cp.timings["rpc_servers"] = max(wait_rpc_servers(cp, topics).values(), default=0.0)
         cp.check_alive()
         cp.timings["up"] = time.monotonic() - t0
         return cp
