@@ -19,10 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvsupervisor.demo import guest
-from hvsupervisor.demo.cloud import PHYSNET, ControlPlane, wait_until
+from hvsupervisor.demo.cloud import (
+    EXT_CIDR,
+    EXT_GATEWAY,
+    EXT_PHYSNET,
+    PHYSNET,
+    ControlPlane,
+    wait_until,
+)
 
 NETWORK = "demo-flat"
 CIDR = "10.77.0.0/24"
+GATEWAY = "10.77.0.1"  # a router's interface (ensure_router); DHCP hands it out as the route
+EXT_NETWORK = "demo-ext"
+ROUTER = "demo-router"
 # neutron with auth_strategy=noauth wants project_id in the body ("Running
 # without keystone AuthN requires that project_id is specified").
 PROJECT = "admin"
@@ -113,16 +123,129 @@ def _create_once(cp: ControlPlane, what: str, port: int, collection: str, name: 
     return wait_until(attempt, 60, what, 1.0)
 
 
+def _subnet_of(cp: ControlPlane, network_id: str) -> dict | None:
+    """The IPv4 subnet of ``network_id``, None while neutron has none (or answers 5xx)."""
+    body = cp.get(cp.neutron_port, f"/v2.0/subnets?network_id={network_id}&ip_version=4")
+    subnets = body.get("subnets") if isinstance(body, dict) else None
+    return subnets[0] if subnets else None
+
+
 def ensure_network(cp: ControlPlane) -> str:
-    """A flat network on physnet1 with a DHCP subnet (no gateway: metadata comes
-    from the DHCP namespace, ``force_metadata``); its id."""
+    """A flat network on physnet1 with a DHCP subnet; its id.
+
+    Metadata comes from the DHCP namespace (``force_metadata``) whether or not
+    a router is attached; the gateway is where ``ensure_router`` plugs its
+    interface, and DHCP gives it to the guest as its default route (option 3
+    and, next to the metadata route, ``0.0.0.0/0`` in option 121). A subnet
+    made without one by an older demo run (``keep_databases``) gets it here.
+    """
     net = _create_once(cp, "create network", cp.neutron_port, "networks", NETWORK, {"network": {
         "name": NETWORK, "shared": True, "project_id": PROJECT, "provider:network_type": "flat",
         "provider:physical_network": PHYSNET}})
-    _create_once(cp, "create subnet", cp.neutron_port, "subnets", f"{NETWORK}-v4", {"subnet": {
-        "name": f"{NETWORK}-v4", "network_id": net, "project_id": PROJECT, "ip_version": 4,
-        "cidr": CIDR, "gateway_ip": None, "enable_dhcp": True}})
+    sub = _create_once(cp, "create subnet", cp.neutron_port, "subnets", f"{NETWORK}-v4", {
+        "subnet": {"name": f"{NETWORK}-v4", "network_id": net, "project_id": PROJECT,
+                   "ip_version": 4, "cidr": CIDR, "gateway_ip": GATEWAY, "enable_dhcp": True}})
+    found = cp.get(cp.neutron_port, f"/v2.0/subnets/{sub}")
+    if isinstance(found, dict) and not found.get("subnet", {}).get("gateway_ip"):
+        status, body = cp.api("PUT", cp.url(cp.neutron_port, f"/v2.0/subnets/{sub}"),
+                              {"subnet": {"gateway_ip": GATEWAY}})
+        _ok("set the subnet's gateway", status, body)
     return net
+
+
+def ensure_external_network(cp: ControlPlane) -> str:
+    """The external network (``router:external``, flat on ``extnet``) and its subnet
+    without DHCP (nothing boots on it: it carries router gateways and floating IPs);
+    its id."""
+    net = _create_once(cp, "create external network", cp.neutron_port, "networks",
+                       EXT_NETWORK, {"network": {
+                           "name": EXT_NETWORK, "project_id": PROJECT, "router:external": True,
+                           "provider:network_type": "flat",
+                           "provider:physical_network": EXT_PHYSNET}})
+    _create_once(cp, "create external subnet", cp.neutron_port, "subnets", f"{EXT_NETWORK}-v4", {
+        "subnet": {"name": f"{EXT_NETWORK}-v4", "network_id": net, "project_id": PROJECT,
+                   "ip_version": 4, "cidr": EXT_CIDR, "gateway_ip": EXT_GATEWAY,
+                   "enable_dhcp": False}})
+    return net
+
+
+def _l3_agent(cp: ControlPlane, host: str) -> dict | None:
+    return next((a for a in cp.neutron_agents() if a["host"] == host and a["alive"]
+                 and a["agent_type"] == "L3 agent"), None)
+
+
+def ensure_router(cp: ControlPlane, network_id: str, host: str | None = None) -> str:
+    """A router with its gateway on the external network and an interface on the
+    subnet of ``network_id`` (``ensure_network``'s); its id.
+
+    ``host``: the router must be on that node's L3 agent. neutron schedules a
+    router by itself when it changes (``router_auto_schedule``), to any alive L3
+    agent; asking for one agent explicitly makes the choice certain (409: it is
+    already hosted). Every step looks before it writes, so a 5xx (sqlite's
+    "database is locked") is asked again without making anything twice.
+    """
+    ext = ensure_external_network(cp)
+    router = _create_once(cp, "create router", cp.neutron_port, "routers", ROUTER, {"router": {
+        "name": ROUTER, "project_id": PROJECT, "external_gateway_info": {"network_id": ext}}})
+    port = cp.neutron_port
+    if host is not None:
+        agent = wait_until(lambda: _l3_agent(cp, host), 120, f"the L3 agent of {host} alive")
+
+        def scheduled() -> bool:
+            body = cp.get(port, f"/v2.0/routers/{router}/l3-agents")
+            hosts = {a["host"] for a in body.get("agents", [])} if isinstance(body, dict) \
+                else None
+            if hosts:
+                if host not in hosts:
+                    raise BootError(f"router {router} is on {sorted(hosts)}, not {host}")
+                return True
+            status, reply = cp.api("POST", cp.url(port, f"/v2.0/agents/{agent['id']}/l3-routers"),
+                                   {"router_id": router})
+            if status not in (0, 409) and status < 500:
+                _ok(f"schedule router {router} on {host}", status, reply, 201)
+            return False  # look again
+
+        wait_until(scheduled, 60, f"router {router} on the L3 agent of {host}", 1.0)
+    subnet = wait_until(lambda: _subnet_of(cp, network_id), 60, f"the subnet of {network_id}")
+
+    def attached() -> bool:
+        body = cp.get(port, f"/v2.0/ports?device_id={router}&network_id={network_id}")
+        if not isinstance(body, dict):
+            return False
+        if body.get("ports"):
+            return True
+        status, reply = cp.api("PUT", cp.url(port, f"/v2.0/routers/{router}/add_router_interface"),
+                               {"subnet_id": subnet["id"]})
+        if status != 0 and status < 500:
+            _ok(f"add router {router}'s interface on {subnet['id']}", status, reply, 200)
+        return False  # look again
+
+    wait_until(attached, 60, f"router {router}'s interface on {network_id}", 1.0)
+    return router
+
+
+def floating_ip(cp: ControlPlane, port_id: str) -> tuple[str, str]:
+    """A floating IP of the external network on ``port_id``: (id, address).
+
+    The port's subnet must already be on a router with its gateway on that
+    network (``ensure_router``), or neutron answers 404 (no external gateway).
+    """
+    ext = ensure_external_network(cp)
+
+    def attempt() -> tuple[str, str] | None:
+        found = cp.get(cp.neutron_port, f"/v2.0/floatingips?port_id={port_id}")
+        if isinstance(found, dict) and found.get("floatingips"):
+            fip = found["floatingips"][0]
+            return fip["id"], fip["floating_ip_address"]
+        status, reply = cp.api("POST", cp.url(cp.neutron_port, "/v2.0/floatingips"), {
+            "floatingip": {"floating_network_id": ext, "port_id": port_id,
+                           "project_id": PROJECT}})
+        if status == 0 or status >= 500:
+            return None  # ask again
+        fip = _ok(f"floating IP on {port_id}", status, reply, 201)["floatingip"]
+        return fip["id"], fip["floating_ip_address"]
+
+    return wait_until(attempt, 60, f"a floating IP on port {port_id}", 1.0)
 
 
 def server(cp: ControlPlane, server_id: str) -> dict | None:

@@ -46,6 +46,13 @@ from hvsupervisor.waiting import wait_until as _wait_until
 TOKEN = "admin"
 PHYSNET = "physnet1"
 PHYS_BRIDGE = "br-phys"
+# The external network a router's gateway and floating IPs live on: a second
+# flat physnet on its own bridge. The bridge's own (internal) port, in the
+# node's netns, plays "outside" with EXT_GATEWAY (tests/e2e/test_boot.py).
+EXT_PHYSNET = "extnet"
+EXT_BRIDGE = "br-ex"
+EXT_CIDR = "172.24.4.0/24"
+EXT_GATEWAY = "172.24.4.1"
 METADATA_SECRET = "hvsup-demo-metadata"  # loopback-only throwaway cloud
 ADMIN_HEADERS = {"X-Auth-Token": TOKEN, "X-Project-Id": "admin", "X-Roles": "admin"}
 
@@ -267,7 +274,7 @@ def _neutron_server_conf(cp: ControlPlane) -> Path:
         "database": {"connection": sqlite_url(cp.neutron_db)},
         "ml2": {"type_drivers": "flat,vlan", "tenant_network_types": "",
                 "mechanism_drivers": "openvswitch", "extension_drivers": "port_security"},
-        "ml2_type_flat": {"flat_networks": PHYSNET},
+        "ml2_type_flat": {"flat_networks": f"{PHYSNET},{EXT_PHYSNET}"},
         "nova": {"auth_type": "admin_token", "token": TOKEN,
                  "endpoint": cp.url(cp.nova_api_port, "/v2.1")},
         "oslo_concurrency": {"lock_path": cp.root / "neutron-server" / "lock"},
@@ -519,7 +526,7 @@ def start_control_plane(root: Path, *, bindir: Path | None = None, prefix: Path 
 def node_snippets(cp: ControlPlane, override: Path, host: str, *,
                   compute_driver: str = "fake.PredictableNodeUUIDDriver",
                   ovsdb_connection: str | None = None, flat_network: bool = False,
-                  name: str = "50-site.conf") -> list[Path]:
+                  external_network: bool = False, name: str = "50-site.conf") -> list[Path]:
     """The node's site snippets (conf.d in the override layer), pointing at ``cp``.
 
     The shipped defaults stay as they are; only site values and this
@@ -528,6 +535,9 @@ def node_snippets(cp: ControlPlane, override: Path, host: str, *,
     nova. ``flat_network``: ``physnet1`` on ``br-phys`` (the OVS agent exits
     if that bridge is missing: the node's supervisor needs ``ensure_bridges``),
     metadata served from the DHCP namespace (no router needed).
+    ``external_network`` (with ``flat_network``): also ``extnet`` on ``br-ex``
+    for routers' gateways and floating IPs (the L3 agent plugs its ``qg-``
+    port into br-int; the OVS agent patches br-int to br-ex for that physnet).
     """
     ovsdb = ovsdb_connection or f"unix:{cp.ovsdb_sock}"
     neutron_default = {"host": host, "transport_url": cp.transport_url,
@@ -536,6 +546,8 @@ def node_snippets(cp: ControlPlane, override: Path, host: str, *,
     if flat_network:
         neutron_default |= {"enable_isolated_metadata": "true", "force_metadata": "true"}
         ovs["bridge_mappings"] = f"{PHYSNET}:{PHYS_BRIDGE}"
+        if external_network:
+            ovs["bridge_mappings"] += f",{EXT_PHYSNET}:{EXT_BRIDGE}"
     return [
         write_ini(override / "nova" / "nova.conf.d" / name, {
             "DEFAULT": {"host": host, "transport_url": cp.transport_url,

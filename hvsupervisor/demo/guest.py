@@ -68,9 +68,12 @@ done
 """.replace("@MARK@", MARK)
 
 # udhcpc's hook: address, option 121 routes (staticroutes: "net/len gw ..."), router.
+# ``deconfig`` (udhcpc calls it as every round starts) keeps the address, so the
+# guest stays reachable (its floating IP answers) while the round's DHCP exchange
+# runs; a round still counts only if it got a lease (``ip=`` is printed on success).
 _UDHCPC = """#!/bin/busybox sh
 case "$1" in
-  deconfig) ip addr flush dev "$interface" ;;
+  deconfig) ;;
   bound|renew)
     ip addr flush dev "$interface"
     ip addr add "$ip/$mask" dev "$interface"

@@ -154,3 +154,29 @@ def test_sqlite_immediate_runs_a_script_with_its_argv(tmp_path):
                         "--config-file", "f"], capture_output=True, text=True, check=True,
                        cwd=Path(__file__).resolve().parents[2])
     assert r.stdout.strip() == "ImmediateConnection True ['--config-file', 'f']"
+
+
+def test_external_network_maps_a_second_physnet_the_supervisor_makes_its_bridge(tmp_path):
+    """The boot test's router: extnet on br-ex in the OVS agent's mappings (so
+    ``ensure_bridges`` makes br-ex too) and in ML2's flat networks."""
+    import configparser
+
+    from hvsupervisor.demo.services import Netns
+    from hvsupervisor.host.ovsdb import ovsdb_settings
+
+    cp = cloud.ControlPlane(tmp_path / "cloud", Netns("hvsup-x"), Path("/v/bin"), Path("/v"))
+
+    def ovs_of(**kw) -> tuple[str, list[str], str, str]:
+        paths = cloud.node_snippets(cp, tmp_path / kw.pop("dir"), "h", **kw)
+        ini = configparser.ConfigParser()
+        ini.read(next(p for p in paths if "neutron.conf.d" in str(p)))
+        return ovsdb_settings(lambda sec, opt: ini.get(sec, opt, fallback=None))
+
+    assert ovs_of(dir="a", flat_network=True)[1] == [cloud.PHYS_BRIDGE]
+    _, bridges, datapath, _ = ovs_of(dir="b", flat_network=True, external_network=True)
+    assert bridges == [cloud.PHYS_BRIDGE, cloud.EXT_BRIDGE]
+    assert datapath == "netdev"
+    server = configparser.ConfigParser()
+    server.read(cloud._neutron_server_conf(cp))
+    assert server.get("ml2_type_flat", "flat_networks").split(",") == [
+        cloud.PHYSNET, cloud.EXT_PHYSNET]
