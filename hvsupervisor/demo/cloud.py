@@ -212,6 +212,7 @@ class ControlPlane:
                    is not None, timeout, "nova API")
         wait_until(lambda: self.check_alive() and self.get(self.glance_port, "/v2/images")
                    is not None, timeout, "glance API")
+        wait_rpc_servers(self, ("nova/scheduler@4.0",), timeout)
         self.timings["boot_apis"] = time.monotonic() - t0
 
     def check_alive(self) -> bool:
@@ -443,6 +444,30 @@ def _wsgi(cp: ControlPlane, name: str, app: str, port: int, *args: str,
     return cp.ns.spawn(name, _niced(argv, nice), cp.logs / f"{name}.log", cp.env(env))
 
 
+#: The RPC servers a node's agents call as they start (exchange/topic@version,
+#: as ``rpc:`` ready rules): neutron-rpc-server's plugin, resource-version and
+#: state-report topics, the L3 plugin, nova-conductor. A call published before
+#: the server consumes is dropped (demo/rpcwait.py says what that costs).
+NODE_RPC_TOPICS = ("neutron/q-plugin@1.0", "neutron/q-reports-plugin@1.0",
+                   "neutron/q-server-resource-versions@1.0", "neutron/q-l3-plugin@1.0",
+                   "nova/conductor@3.0")
+
+
+def wait_rpc_servers(cp: ControlPlane, topics: Sequence[str] = NODE_RPC_TOPICS,
+                     timeout: float = 90) -> dict:
+    """Wait (in the cloud's netns) until every topic's RPC server answers; what each took."""
+    r = cp.ns.run([str(cp.bindir / "python"), "-m", "hvsupervisor.demo.rpcwait",
+                   cp.transport_url, *topics, "--timeout", str(timeout)],
+                  env=cp.env(), timeout=timeout + 30)
+    lines = r.stdout.strip().splitlines()
+    result = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+    if r.returncode != 0:
+        cp.check_alive()
+        raise TimeoutError(f"the cloud's RPC servers did not answer within {timeout:g} s: "
+                           f"{result.get('missing') or r.stderr.strip()[-500:]}")
+    return result.get("answered", {})
+
+
 def start_control_plane(root: Path, *, bindir: Path | None = None, prefix: Path | None = None,
                         full: bool = False, ns: Netns | None = None,
                         start_ovs: bool = True, keep_databases: bool = False,
@@ -502,6 +527,7 @@ def start_control_plane(root: Path, *, bindir: Path | None = None, prefix: Path 
                    "Placement API")
         wait_until(lambda: cp.check_alive() and cp.get(cp.neutron_port, "/v2.0/agents")
                    is not None, 90, "neutron API")
+        cp.timings["rpc_servers"] = max(wait_rpc_servers(cp).values(), default=0.0)
         if not serve_first:
             cp.wait_boot_apis()
         cp.check_alive()

@@ -396,7 +396,8 @@ class OvsdbGate(RetryingGate):
             return False, f"bridge {bridge} not in ovsdb yet"
         controllers = list(row.controller)
         if not controllers:
-            return True, f"bridge {bridge} exists"
+            return False, (f"bridge {bridge} has no OpenFlow controller yet (the OVS agent "
+                           f"sets its own once it has set the bridge up)")
         if any(c.is_connected and _connected_within(c.status, max_age) for c in controllers):
             return True, f"bridge {bridge}: OpenFlow controller connected"
         targets = ", ".join(sorted(c.target for c in controllers))
@@ -446,7 +447,11 @@ async def bridge_ready(remote: str, bridge: str, connect_timeout: float = 5.0,
     integration bridge and points it at its own OpenFlow controller, to which
     ovs-vswitchd connects (Controller.is_connected) once the agent listens. A
     bridge left over from an earlier run has its controller disconnected
-    until the new agent listens, so a restart is not mistaken for ready.
+    until the new agent listens, so a restart is not mistaken for ready. A
+    bridge with no controller at all is not ready either: ``ensure_bridges``
+    (this supervisor) or an operator may have made it before the agent ran,
+    and the agent (native OpenFlow, the only interface since neutron 13)
+    always sets one (doc/upstream-behaviour.md section 16).
     """
     probe = OvsdbGate(remote, [], connect_timeout=connect_timeout)
     try:

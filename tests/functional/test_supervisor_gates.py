@@ -6,11 +6,13 @@ the fixtures in tests/fixtures/ovs.py and tests/fixtures/libvirt.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import pytest
 
+from hvsupervisor.host.ovsdb import bridge_ready
 from tests.fixtures.ovs import unique_bridge
 from tests.fixtures.supervisor import json_out, standin
 from tests.util import wait_until
@@ -123,14 +125,21 @@ def test_table_form(node):
     json_out(node.hv("config", "validate", "--format", "json"))
 
 
-def test_ovsdb_bridge_readiness_waits_for_bridge_and_controller(node, ovs_switch):
+def test_ovsdb_bridge_readiness_waits_for_bridge_and_controller(node, ovs_switch,
+                                                                openflow_controller):
     br = unique_bridge()
     _ovs_agent(node, ovs_switch, ready=f"ovsdb-bridge:{br}")
     node.start(wait_ready=False)
     agent = node.wait_agent("ovs-agent", lambda a: a["state"] == "starting")
     assert not agent["ready"]
-    # The "agent" creates its bridge (with no controller yet): that is ready.
+    # The bridge alone (as ensure_bridges or an operator makes it, before the
+    # agent ran) is not ready: the real agent always sets its own controller.
     ovs_switch.vsctl("add-br", br, "--", "set", "bridge", br, "datapath_type=netdev")
+    ok, why = asyncio.run(bridge_ready(ovs_switch.remote, br))  # what the probe reads
+    assert not ok and "no OpenFlow controller" in why, why
+    assert not node.agent_status("ovs-agent")["ready"]
+    # The "agent" sets its controller and vswitchd connects to it: ready.
+    ovs_switch.vsctl("set-controller", br, openflow_controller.target)
     node.wait_agent("ovs-agent", lambda a: a["ready"], timeout=10)
     node.wait_ready_message()
     # A controller nobody serves: after a restart the agent is not ready, because
@@ -142,5 +151,5 @@ def test_ovsdb_bridge_readiness_waits_for_bridge_and_controller(node, ovs_switch
     assert node.hv("restart", "ovs-agent").returncode == 0
     agent = node.wait_agent("ovs-agent", lambda a: a["pid"] not in (None, old))
     assert agent["state"] == "starting" and not agent["ready"]
-    ovs_switch.vsctl("del-controller", br)
+    ovs_switch.vsctl("set-controller", br, openflow_controller.target)
     node.wait_agent("ovs-agent", lambda a: a["ready"], timeout=10)
