@@ -511,9 +511,8 @@ def start_control_plane(root: Path, *, bindir: Path | None = None, prefix: Path 
             cp.procs.append(_wsgi(cp, "glance-api", "glance.wsgi.api:application",
                                   cp.glance_port, nice=nice,
                                   env={"OS_GLANCE_CONFIG_DIR": str(_glance_conf(cp).parent)}))
-        wait_until(lambda: cp.check_alive() and cp.ns.tcp_open(cp.rabbit_port), 90,
-                   "RabbitMQ port")
-        cp.timings["rabbit"] = time.monotonic() - t0
+        # The RPC servers start with the APIs, before RabbitMQ listens: they
+        # import for seconds first, and oslo.messaging retries the connection.
         cp.procs.append(cp.ns.spawn("neutron-rpc-server", _daemon_argv(
             cp, str(cp.bindir / "neutron-rpc-server"), *nargs,
             str(cp.logs / "neutron-rpc.oslo.log")), cp.logs / "neutron-rpc.log", cp.env()))
@@ -523,6 +522,9 @@ def start_control_plane(root: Path, *, bindir: Path | None = None, prefix: Path 
                 cp, str(cp.bindir / name), "--config-file", str(nova_ctl_conf(cp)),
                 "--log-file", str(cp.logs / f"{name}.oslo.log")), niceness),
                 cp.logs / f"{name}.log", cp.env()))
+        wait_until(lambda: cp.check_alive() and cp.ns.tcp_open(cp.rabbit_port), 90,
+                   "RabbitMQ port")
+        cp.timings["rabbit"] = time.monotonic() - t0
         wait_until(lambda: cp.check_alive() and cp.ns.tcp_open(cp.placement_port), 60,
                    "Placement API")
         wait_until(lambda: cp.check_alive() and cp.get(cp.neutron_port, "/v2.0/agents")
