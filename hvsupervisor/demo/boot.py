@@ -83,6 +83,7 @@ def upload_image(cp: ControlPlane, name: str, path: Path, fmt: str,
 def upload_guest(cp: ControlPlane, workdir: Path) -> tuple[str, guest.GuestImage]:
     """Build the guest, upload kernel, ramdisk and the ami; the ami's id."""
     image = guest.build(workdir)
+    cp.wait_boot_apis()
     # glance's file store reads the upload; curl in the netns reads the file.
     kernel = workdir / "vmlinuz"
     shutil.copyfile(image.kernel, kernel)
@@ -307,6 +308,7 @@ def boot(cp: ControlPlane, host: str, image_id: str, network_id: str,
     POSTs, each said through ``log``; ``Booted.attempts`` and ``.faults`` tell.
     Any other fault raises at once.
     """
+    cp.wait_boot_apis()
     flavor = ensure_flavor(cp)
     wait_until(lambda: cp.host_mapped(host), 60, f"{host} mapped to a cell by the scheduler")
     faults: list[str] = []

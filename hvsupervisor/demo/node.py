@@ -429,12 +429,14 @@ def run(demo_dir: Path, defaults_dir: Path | None = None, boot_vm: bool = False)
             try:
                 cp = cloud.start_control_plane(layout.cloud, bindir=bindir,
                                                prefix=bindir.parent, full=True, ns=ns,
-                                               keep_databases=True)
+                                               keep_databases=True, serve_first=True)
             finally:  # never leave a libvirtd starting behind a failed cloud
                 libvirtd_up.exception()
             libvirtd_up.result()
         say(f"cloud and libvirtd up {time.monotonic() - t0:.1f} s after start "
-            f"({'databases built' if 'databases' in cp.timings else 'databases kept'})")
+            f"({'databases built' if 'databases' in cp.timings else 'databases kept'}; "
+            f"nova-api, glance and nova-scheduler still starting, niced: a boot waits "
+            f"for them, the node does not)")
         argv = [sys.executable, "-m", "hvsupervisor", "--defaults-dir", str(defaults),
                 "--override-dir", str(layout.override), "--state-dir", str(layout.state),
                 "--log-dir", str(layout.log), "--run-dir", str(layout.run), "run"]
