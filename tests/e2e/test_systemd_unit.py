@@ -11,6 +11,7 @@ snippets. Each is driven here against a real systemd, not a fake.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import shutil
@@ -324,6 +325,35 @@ STANDIN_WRAPPER = textwrap.dedent(
 )
 
 
+@contextlib.contextmanager
+def _shipped_unit_started(c: Container, base: pathlib.Path, defaults: pathlib.Path,
+                          override: pathlib.Path, journal_lines: int, service_extra: str = ""):
+    """The shipped unit, with a drop-in that runs this checkout's CLI on these layers
+    (plus ``service_extra`` [Service] lines), started; yields what the tests need
+    (cli argv, override dir, base dir, start_seconds); stopped and reset after."""
+    cli = write_console_script(base / "venv" / "bin")
+    layers = f"--defaults-dir {defaults} --override-dir {override}"
+    c.write(f"/etc/systemd/system/{SERVICE}", (UNITS / SERVICE).read_text())
+    c.write(f"/etc/systemd/system/{SERVICE}.d/50-venv.conf", f"""\
+[Service]
+ExecStart=
+ExecStart={cli} {layers} run
+ExecReload=
+ExecReload={cli} {layers} reload
+{service_extra}""")
+    c.systemctl("daemon-reload", check=True)
+    env = {"cli": [str(cli), *layers.split()], "override": override, "base": base}
+    res, took = timed(c.systemctl, "start", SERVICE)
+    env["start_seconds"] = took
+    try:
+        assert res.returncode == 0, res.stderr + c.journal("-u", SERVICE, "-n",
+                                                          str(journal_lines))
+        yield env
+    finally:
+        c.systemctl("stop", SERVICE)
+        c.systemctl("reset-failed", SERVICE)
+
+
 @pytest.fixture
 def hvsup(systemd_container: Container):
     """hvsupervisor.service as shipped, plus a venv drop-in running this checkout with a test
@@ -371,32 +401,12 @@ stop_timeout = 1
         (defaults / rel).parent.mkdir(parents=True, exist_ok=True)
         (defaults / rel).write_text(text)
     (override / "alpha" / "alpha.conf.d").mkdir(parents=True)
-    cli = write_console_script(base / "venv" / "bin")
-    layers = f"--defaults-dir {defaults} --override-dir {override}"
-    c.write(f"/etc/systemd/system/{SERVICE}", (UNITS / SERVICE).read_text())
-    c.write(
-        f"/etc/systemd/system/{SERVICE}.d/50-venv.conf",
-        f"""\
-[Service]
-ExecStart=
-ExecStart={cli} {layers} run
-ExecReload=
-ExecReload={cli} {layers} reload
-WatchdogSec=3s
-TimeoutAbortSec=3s
-RestartSec=200ms
-""",
-    )
-    c.systemctl("daemon-reload", check=True)
-    env = {"cli": [str(cli), *layers.split()], "override": override, "base": base}
-    res, took = timed(c.systemctl, "start", SERVICE)
-    env["start_seconds"] = took
     try:
-        assert res.returncode == 0, res.stderr + c.journal("-u", SERVICE, "-n", "40")
-        yield env
+        with _shipped_unit_started(c, base, defaults, override, journal_lines=40,
+                                   service_extra="WatchdogSec=3s\nTimeoutAbortSec=3s\n"
+                                                 "RestartSec=200ms\n") as env:
+            yield env
     finally:
-        c.systemctl("stop", SERVICE)
-        c.systemctl("reset-failed", SERVICE)
         helper = c.root / "var/lib/hvsupervisor/dnsmasq.pid"
         if helper.exists():
             c.run(["kill", "-KILL", helper.read_text().strip()])
@@ -665,26 +675,10 @@ supplementary_groups = openvswitch
         (defaults / rel).parent.mkdir(parents=True, exist_ok=True)
         (defaults / rel).write_text(text)
     override.mkdir()
-    cli = write_console_script(base / "venv" / "bin")
-    layers = f"--defaults-dir {defaults} --override-dir {override}"
-    c.write(f"/etc/systemd/system/{SERVICE}", (UNITS / SERVICE).read_text())
-    c.write(f"/etc/systemd/system/{SERVICE}.d/50-venv.conf", f"""\
-[Service]
-ExecStart=
-ExecStart={cli} {layers} run
-ExecReload=
-ExecReload={cli} {layers} reload
-""")
-    c.systemctl("daemon-reload", check=True)
-    env = {"cli": [str(cli), *layers.split()], "override": override, "base": base}
-    res, took = timed(c.systemctl, "start", SERVICE)
-    env["start_seconds"] = took
     try:
-        assert res.returncode == 0, res.stderr + c.journal("-u", SERVICE, "-n", "60")
-        yield env
+        with _shipped_unit_started(c, base, defaults, override, journal_lines=60) as env:
+            yield env
     finally:
-        c.systemctl("stop", SERVICE)
-        c.systemctl("reset-failed", SERVICE)
         c.remove_unit(SERVICE, f"{SERVICE}.d")
 
 
