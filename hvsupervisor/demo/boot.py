@@ -170,11 +170,6 @@ def ensure_external_network(cp: ControlPlane) -> str:
     return net
 
 
-def _l3_agent(cp: ControlPlane, host: str) -> dict | None:
-    return next((a for a in cp.neutron_agents() if a["host"] == host and a["alive"]
-                 and a["agent_type"] == "L3 agent"), None)
-
-
 def ensure_router(cp: ControlPlane, network_id: str, host: str | None = None) -> str:
     """A router with its gateway on the external network and an interface on the
     subnet of ``network_id`` (``ensure_network``'s); its id.
@@ -190,7 +185,8 @@ def ensure_router(cp: ControlPlane, network_id: str, host: str | None = None) ->
         "name": ROUTER, "project_id": PROJECT, "external_gateway_info": {"network_id": ext}}})
     port = cp.neutron_port
     if host is not None:
-        agent = wait_until(lambda: _l3_agent(cp, host), 120, f"the L3 agent of {host} alive")
+        agent = wait_until(lambda: cp.neutron_agent(host, "L3 agent"), 120,
+                           f"the L3 agent of {host} alive")
 
         def scheduled() -> bool:
             body = cp.get(port, f"/v2.0/routers/{router}/l3-agents")

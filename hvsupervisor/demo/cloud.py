@@ -222,6 +222,11 @@ class ControlPlane:
         wait_rpc_servers(self, ("nova/scheduler@4.0",), timeout)
         self.timings["boot_apis"] = time.monotonic() - t0
 
+    def neutron_agent(self, host: str, agent_type: str) -> dict | None:
+        """``host``'s alive agent of ``agent_type`` ("L3 agent", "DHCP agent"...), or None."""
+        return next((a for a in self.neutron_agents() if a["host"] == host and a["alive"]
+                     and a["agent_type"] == agent_type), None)
+
     def check_alive(self) -> bool:
         """True, or RuntimeError naming the first daemon that has exited."""
         for proc in self.procs:

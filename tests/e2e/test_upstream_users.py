@@ -172,19 +172,21 @@ def _api_ok(what: str, status: int, body, *ok: int) -> dict:
     return body
 
 
+def _flat_network(cp, name: str) -> dict:
+    """A flat network on physnet1 (this node's br-phys), made by the test's project."""
+    return _api_ok("create network", *cp.api("POST", cp.url(cp.neutron_port, "/v2.0/networks"), {
+        "network": {"name": name, "project_id": PROJECT, "provider:network_type": "flat",
+                    "provider:physical_network": "physnet1"}}), 201)["network"]
+
+
 def test_dhcp_network_gets_dnsmasq_as_nobody_through_the_broker(upstream_controlplane,
                                                                  users_node, agent_users):
     cp, node = upstream_controlplane, users_node
     _all_ready(node)
     port = cp.neutron_port
-    dhcp_agent = wait_until(lambda: next((a for a in cp.neutron_agents()
-                                          if a["host"] == HOST and a["alive"]
-                                          and a["agent_type"] == "DHCP agent"), None),
-                            180, "this node's DHCP agent")
-    net = _api_ok("create network", *cp.api("POST", cp.url(port, "/v2.0/networks"), {
-        "network": {"name": "e2e-users", "project_id": PROJECT,
-                    "provider:network_type": "flat",
-                    "provider:physical_network": "physnet1"}}), 201)["network"]
+    dhcp_agent = wait_until(lambda: cp.neutron_agent(HOST, "DHCP agent"), 180,
+                            "this node's DHCP agent")
+    net = _flat_network(cp, "e2e-users")
     try:
         # Hosted by this node's DHCP agent (the session's first node may still
         # count as alive in neutron's eyes; one agent per network by default).
@@ -290,14 +292,8 @@ def test_router_gets_its_namespace_and_haproxy_through_the_broker(upstream_contr
     """The L3 agent as neutron: qrouter namespace (privsep), metadata haproxy (root_helper)."""
     cp, node = upstream_controlplane, users_node
     port = cp.neutron_port
-    l3 = wait_until(lambda: next((a for a in cp.neutron_agents()
-                                  if a["host"] == HOST and a["alive"]
-                                  and a["agent_type"] == "L3 agent"), None),
-                    120, "this node's L3 agent")
-    net = _api_ok("create network", *cp.api("POST", cp.url(port, "/v2.0/networks"), {
-        "network": {"name": "e2e-users-r", "project_id": PROJECT,
-                    "provider:network_type": "flat",
-                    "provider:physical_network": "physnet1"}}), 201)["network"]
+    l3 = wait_until(lambda: cp.neutron_agent(HOST, "L3 agent"), 120, "this node's L3 agent")
+    net = _flat_network(cp, "e2e-users-r")
     router = None
     try:
         subnet = _api_ok("create subnet", *cp.api("POST", cp.url(port, "/v2.0/subnets"), {
