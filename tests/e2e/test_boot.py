@@ -301,12 +301,16 @@ def _diagnose(cp, node) -> str:
     for hosts in (node.state_dir / "neutron" / "dhcp").glob("*/host"):
         out.append(f"{hosts}:\n{hosts.read_text()[-2000:]}")
     for agent in ("neutron-dhcp-agent", "neutron-openvswitch-agent"):
-        log = node.log_dir / f"{agent}.log"
-        if log.exists():
-            lines = [ln for ln in log.read_text(errors="replace").splitlines()
-                     if " DEBUG " not in ln]
-            out.append(f"{log} (last 40 non-DEBUG lines):\n" + "\n".join(lines[-40:]))
+        out.append(_agent_log_tail(node.log_dir / f"{agent}.log"))
     return "\n".join(out)
+
+
+def _agent_log_tail(log: Path, n: int = 40) -> str:
+    """The last ``n`` non-DEBUG lines of an agent's log, headed by its path ("" if absent)."""
+    if not log.exists():
+        return ""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if " DEBUG " not in ln]
+    return f"{log} (last {n} non-DEBUG lines):\n" + "\n".join(lines[-n:])
 
 
 def _links(ns: str) -> list[str]:
@@ -362,10 +366,7 @@ def _diagnose_fip(cp, node, qrouter: str) -> str:
     out.append(cp.ofctl("dump-ports", "br-ex").stdout[-2000:])
     out.append(cp.ns.run(["ip", "neigh"]).stdout[-1000:])
     out.append(cp.vsctl("show").stdout[-3000:])
-    log = node.log_dir / "neutron-l3-agent.log"
-    if log.exists():
-        lines = [ln for ln in log.read_text(errors="replace").splitlines() if " DEBUG " not in ln]
-        out.append(f"{log} (last 40 non-DEBUG lines):\n" + "\n".join(lines[-40:]))
+    out.append(_agent_log_tail(node.log_dir / "neutron-l3-agent.log"))
     return "\n".join(out)
 
 
