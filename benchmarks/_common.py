@@ -48,8 +48,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from hvtestcloud.waiting import wait_until  # noqa: E402
+
 from hvsupervisor import process  # noqa: E402  (after the path fix)
-from hvsupervisor.waiting import wait_until  # noqa: E402
 
 # ---------------------------------------------------------------- output
 

@@ -65,13 +65,13 @@ def main() -> int:
             env[rig_mod.SECTION_ENV] = f"{rig_mod.BINDIR}/privsep-helper"
             import os
 
-            from hvsupervisor import process
+            from hvsupervisor.process import children
             from hvsupervisor.systemd.journal import log_file_fd
 
             outp = Path(rig.run_dir) / "root.out"
             fd = log_file_fd(str(outp))
             try:
-                pid = process.spawn([rig_mod.PY, rig_mod.AGENT, "whoami"], env, fd, fd)
+                pid = children.spawn([rig_mod.PY, rig_mod.AGENT, "whoami"], env, fd, fd)
             finally:
                 os.close(fd)
             fut = asyncio.get_running_loop().create_future()

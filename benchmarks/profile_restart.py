@@ -27,7 +27,7 @@ import time
 import _common as c
 
 WRAPPED = [
-    ("hvsupervisor.process", "Reaper", "reap"),
+    ("hvsupervisor.process.children", "Reaper", "reap"),
     ("hvsupervisor.supervisor", "Supervisor", "_on_exit"),
     ("hvsupervisor.supervisor.loop", None, "last_line"),
     ("hvsupervisor.supervisor", "Supervisor", "_drain"),
@@ -35,11 +35,11 @@ WRAPPED = [
     ("hvsupervisor.supervisor", "Supervisor", "_report"),
     ("hvsupervisor.supervisor", "Supervisor", "_spawn"),
     ("hvsupervisor.supervisor", "Supervisor", "_output_fds"),
-    ("hvsupervisor.lifecycle", "AgentLifecycle", "handle"),
-    ("hvsupervisor.process", None, "spawn"),
-    ("hvsupervisor.process", None, "child_env"),
-    ("hvsupervisor.process", None, "_resolve"),
-    ("hvsupervisor.process", None, "_kernel_ignored_signals"),
+    ("hvsupervisor.core.lifecycle", "AgentLifecycle", "handle"),
+    ("hvsupervisor.process.children", None, "spawn"),
+    ("hvsupervisor.process.children", None, "child_env"),
+    ("hvsupervisor.process.children", None, "_resolve"),
+    ("hvsupervisor.process.children", None, "_kernel_ignored_signals"),
     ("subprocess", "Popen", "__init__"),
     ("logging", "Logger", "_log"),
 ]

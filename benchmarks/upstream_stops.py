@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hvsupervisor.waiting import wait_until  # noqa: E402
+from hvtestcloud.waiting import wait_until  # noqa: E402
 
 NEUTRON_TYPES = {
     "neutron-openvswitch-agent": "Open vSwitch agent",
@@ -127,12 +127,14 @@ def _status(node) -> dict | None:
 
 def _helpers(cp) -> dict[str, int]:
     """Data-plane helpers running in the node's netns: "pid" -> program."""
-    from hvsupervisor import dataplane, opts, process
+    from hvsupervisor.config import opts
+    from hvsupervisor.core import dataplane
+    from hvsupervisor.process import children
 
     names = next(o.default for o in opts.supervisor_opts if o.name == "dataplane_helpers")
     found = {}
     for pid in cp.ns.pids():
-        progs = set(dataplane.program_names(process.cmdline(pid))) & set(names)
+        progs = set(dataplane.program_names(children.cmdline(pid))) & set(names)
         if progs:
             found[str(pid)] = progs.pop()
     return found

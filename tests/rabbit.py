@@ -6,7 +6,7 @@ benchmarks/health.py; no pytest here.
 Started in the root network namespace with its own epmd on a private port
 (``ERL_EPMD_PORT``), so it touches neither the host's 4369 nor another
 test's broker. ``stop()`` kills the broker's process group (a throwaway
-broker loses nothing; hvsupervisor/demo/services.py says why not SIGTERM);
+broker loses nothing; testcloud/hvtestcloud/services.py says why not SIGTERM);
 ``start()`` again brings the same node back on the same port.
 
 ``Rabbit(base, tls=True)`` listens with TLS only (no plain AMQP port), with a
@@ -21,8 +21,8 @@ import socket
 import subprocess
 from pathlib import Path
 
-from hvsupervisor.demo.services import RABBIT, rabbit_env, scrubbed_env
-from hvsupervisor.waiting import wait_until
+from hvtestcloud.services import RABBIT, rabbit_env, scrubbed_env
+from hvtestcloud.waiting import wait_until
 
 
 def free_port() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from hvsupervisor.waiting import WaitTimeout, wait_until
+from hvtestcloud.waiting import WaitTimeout, wait_until
 
 __all__ = ["WaitTimeout", "kill_and_reap", "kill_quietly", "pid_alive", "read_pid",
            "wait_until"]

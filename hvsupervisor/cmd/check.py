@@ -12,15 +12,16 @@ import dataclasses
 import os
 from pathlib import Path
 
-from hvsupervisor import paths, stopbudget
 from hvsupervisor.cmd.common import plans_for_run
+from hvsupervisor.cmd.render import print_json, table
+from hvsupervisor.config import paths
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.explain import effective
 from hvsupervisor.config.settings import CONF_D, load_settings
+from hvsupervisor.core import stopbudget
 from hvsupervisor.host import preflight
 from hvsupervisor.host.wiring import gate_settings
 from hvsupervisor.privsep.checks import user_rows
-from hvsupervisor.render import print_json, table
 from hvsupervisor.systemd import unitfile
 
 

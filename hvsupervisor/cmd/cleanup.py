@@ -1,6 +1,6 @@
 """``hvsupervisor cleanup ovs|netns`` and the ``hvsupervisor-*-cleanup`` scripts.
 
-The commands themselves are built (purely) in hvsupervisor/cleanup.py; this
+The commands themselves are built (purely) in hvsupervisor/host/boot_cleanup.py; this
 module reads the node's settings, parses the options and runs them.
 """
 
@@ -11,16 +11,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hvsupervisor import paths
-from hvsupervisor.cleanup import (
+from hvsupervisor.cmd.common import dir_flags
+from hvsupervisor.config import paths
+from hvsupervisor.config.errors import EX_CONFIG, ConfigError
+from hvsupervisor.host.boot_cleanup import (
     NETNS_AGENTS,
     OVS_AGENT,
     build_netns_cleanup,
     build_ovs_cleanup,
     run,
 )
-from hvsupervisor.cmd.common import dir_flags
-from hvsupervisor.config.errors import EX_CONFIG, ConfigError
 
 
 def main(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from hvsupervisor import paths
+from hvsupervisor.config import paths
 from hvsupervisor.config.errors import EX_CONFIG, ConfigError
 
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verb == "run":
         # Before anything slow (oslo imports, plans): a SIGHUP now must not kill us.
-        from hvsupervisor.startsignals import PENDING
+        from hvsupervisor.process.early_signals import PENDING
 
         PENDING.install()
     try:

@@ -47,8 +47,8 @@ def plans_for_run(settings: Settings) -> dict[str, Plan]:
     Raises ConfigError."""
     from hvsupervisor.config.errors import ConfigError
     from hvsupervisor.config.plan import build_plans
+    from hvsupervisor.control.rundir import socket_path_problem
     from hvsupervisor.host.wiring import gate_settings
-    from hvsupervisor.rundir import socket_path_problem
 
     plans = build_plans(settings)
     gate_settings(settings, plans)  # what the host gates read from the agents' files

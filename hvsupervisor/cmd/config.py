@@ -6,11 +6,11 @@ import argparse
 import sys
 
 from hvsupervisor.cmd.common import load, plans_for_run
+from hvsupervisor.cmd.render import print_json, table
 from hvsupervisor.config.explain import effective
 from hvsupervisor.config.plan import Plan, agent_spec, build_plan
 from hvsupervisor.config.secrets import declared_secrets, mask_argv, mask_env, mask_value
 from hvsupervisor.config.settings import Settings
-from hvsupervisor.render import print_json, table
 
 
 def masked_plan(plan: Plan) -> dict:

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from hvsupervisor.cmd.common import run_dir as _run_dir
+from hvsupervisor.cmd.render import print_json, status_table
 from hvsupervisor.control.client import ControlError, call
-from hvsupervisor.objects.status import NodeStatus
-from hvsupervisor.render import print_json, status_table
-from hvsupervisor.rundir import CONTROL_NAME
+from hvsupervisor.control.rundir import CONTROL_NAME
+from hvsupervisor.core.agent_status import NodeStatus
 
 
 def _config_pending(args: argparse.Namespace, node: NodeStatus) -> tuple[NodeStatus, str]:

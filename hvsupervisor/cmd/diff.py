@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 from hvsupervisor.cmd.common import load, run_dir
-from hvsupervisor.config import diff as config_diff
+from hvsupervisor.cmd.render import print_json, table
+from hvsupervisor.config import plan_diff
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import Settings
 from hvsupervisor.control.client import ControlError, call
-from hvsupervisor.render import print_json, table
-from hvsupervisor.rundir import CONTROL_NAME
+from hvsupervisor.control.rundir import CONTROL_NAME
 
 
 def running_plans(run_dir: Path) -> dict:
@@ -33,7 +33,7 @@ def running_plans(run_dir: Path) -> dict:
 
 def compute(settings: Settings, running: dict, only: str | None = None) -> list:
     """Every agent's AgentDiff (ConfigError if the disk config does not resolve)."""
-    disk = {n: config_diff.snapshot(p) for n, p in build_plans(settings).items()}
+    disk = {n: plan_diff.snapshot(p) for n, p in build_plans(settings).items()}
     names = list(dict.fromkeys([*running, *disk]))
     if only is not None:
         if only not in names:
@@ -44,7 +44,7 @@ def compute(settings: Settings, running: dict, only: str | None = None) -> list:
     out = []
     for name in names:
         run = running.get(name)
-        out.append(config_diff.diff(name, run["snapshot"] if run else None, disk.get(name),
+        out.append(plan_diff.diff(name, run["snapshot"] if run else None, disk.get(name),
                                     run["state"] if run else "stopped"))
     return out
 

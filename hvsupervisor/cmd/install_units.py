@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hvsupervisor import paths
+from hvsupervisor.config import paths
 
 PACKAGED = "/usr/bin/hvsupervisor"
 DROPIN = "50-hvsupervisor-path.conf"

@@ -6,7 +6,7 @@ startsignals before anything slow), then config is resolved and validated
 refuse to start: the run dir's (its sockets) and the state dir's (the node,
 rundir.take_state_lock). Then ``--daemon`` detaches (python-daemon; the
 locks' open files survive the fork), what a dead predecessor left running is
-stopped (agentrecord.py), and only then the asyncio loop starts.
+stopped (process/records.py), and only then the asyncio loop starts.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 
 from hvsupervisor.cmd.common import load, plans_for_run, prepare_own_log
 from hvsupervisor.config.settings import Settings
-from hvsupervisor.rundir import (
+from hvsupervisor.control.rundir import (
     CONTROL_NAME,
     AlreadyRunning,
     make_dirs,
@@ -31,11 +31,11 @@ from hvsupervisor.rundir import (
 def stop_leftovers(settings: Settings, plans: dict):
     """Stop the agents a dead supervisor left running; return the record for this run.
 
-    Each gets its plan's stop budget (stopbudget.py: the catalog's stop_timeout, or its
+    Each gets its plan's stop budget (core/stopbudget.py: the catalog's stop_timeout, or its
     graceful_shutdown_timeout + margin); the catalog's own value may be unset.
     """
-    from hvsupervisor.agentrecord import AgentRecord
-    from hvsupervisor.agentrecord import stop_leftovers as stop
+    from hvsupervisor.process.records import AgentRecord
+    from hvsupervisor.process.records import stop_leftovers as stop
 
     record = AgentRecord.for_state_dir(settings.state_dir)
     record.ensure()
@@ -77,7 +77,7 @@ def run(settings: Settings, daemonize: bool = False,
         dir_overrides: tuple[str | None, str | None, str | None] | None = None) -> int:
     """``dir_overrides``: the command line's (state, log, run) dirs, so a reload
     re-resolves the dirs exactly as this start did and can tell a changed one."""
-    from hvsupervisor.startsignals import PENDING
+    from hvsupervisor.process.early_signals import PENDING
 
     plans = plans_for_run(settings)  # ConfigError -> exit 78 before anything starts
     make_dirs(settings)

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hvsupervisor import paths
-from hvsupervisor.config import layers
+from hvsupervisor.config import layers, paths
 from hvsupervisor.config.errors import ConfigError
 
 

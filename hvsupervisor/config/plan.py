@@ -20,11 +20,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hvsupervisor import paths, stopbudget
-from hvsupervisor.config import layers
+from hvsupervisor.config import layers, paths
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.parse import ParsedFile, parse_file
 from hvsupervisor.config.settings import AgentSpec, ReadyRule, Settings, service_of
+from hvsupervisor.core import stopbudget
 from hvsupervisor.privsep import planning as privsep_planning
 from hvsupervisor.privsep.identity import Identity
 from hvsupervisor.systemd.journal import journal_available

@@ -23,13 +23,13 @@ from pathlib import Path
 from oslo_config import cfg
 from oslo_log import log as oslo_log
 
-from hvsupervisor import deps, opts, paths
-from hvsupervisor.config import layers
+from hvsupervisor.config import layers, opts, paths
 from hvsupervisor.config import types as hvtypes
 from hvsupervisor.config.errors import ConfigError, ConfigWarning
 from hvsupervisor.config.parse import ParsedFile, norm_group, parse_file
 from hvsupervisor.config.ready import ReadyRule
 from hvsupervisor.config.unknown_keys import unknown_keys
+from hvsupervisor.core import deps
 
 __all__ = ["CONF_D", "AgentSpec", "ReadyRule", "Settings", "SupervisorSettings",
            "load_settings"]
@@ -350,7 +350,7 @@ def _agent_names(parsed: list[ParsedFile]) -> list[str]:
 
 
 def _check_graph(agents: dict[str, AgentSpec], enabled: list[str], loc: _Locator) -> None:
-    """Every ``after`` names an enabled agent, and there is no cycle (deps.py decides)."""
+    """Every ``after`` names an enabled agent, and there is no cycle (core/deps.py decides)."""
     for name in enabled:
         for dep in agents[name].after:
             if dep not in enabled:

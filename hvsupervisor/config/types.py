@@ -1,6 +1,6 @@
 """oslo.config types for the supervisor's own options: the one place bounds live.
 
-``config validate`` and ``run`` read every option through these types (opts.py
+``config validate`` and ``run`` read every option through these types (config/opts.py
 declares them), so a value that validates is a value that runs. Why our own
 subclasses and not plain ``types.Float``: oslo's Float accepts ``nan``,
 ``inf`` and ``1e308``, which pass a ``min=0`` check and then mean "no grace at

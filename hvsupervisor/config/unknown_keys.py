@@ -4,7 +4,7 @@ A typo such as ``stop_timout = 60`` would otherwise do nothing, without a
 word. Reported as systemd reports unknown keys in unit files ("Unknown key
 name 'x' in section 'y', ignoring"), with file:line: a warning from
 ``config validate`` and at start, a failing ``check`` row; never a reason to
-refuse the config. The known names come from what is registered (opts.py
+refuse the config. The known names come from what is registered (config/opts.py
 and oslo.log's options, which configure our own log), so they cannot drift.
 The agents' own nova/neutron files are not ours to judge.
 """
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
-from hvsupervisor import opts
+from hvsupervisor.config import opts
 from hvsupervisor.config.errors import ConfigWarning
 from hvsupervisor.config.parse import ParsedFile, norm_group
 
 
 def _known_keys(conf: cfg.ConfigOpts) -> dict[str, set[str]]:
-    """Option names per section kind, from what is registered (one source: opts.py
+    """Option names per section kind, from what is registered (one source: config/opts.py
     plus oslo.log's options, which configure our own log)."""
     default = set()
     for name in conf:

@@ -28,7 +28,7 @@ import resource
 import socket
 from pathlib import Path
 
-from hvsupervisor.lifecycle import OPERATOR_VERBS
+from hvsupervisor.core.lifecycle import OPERATOR_VERBS
 from hvsupervisor.supervisor import ShuttingDown
 
 LOG = logging.getLogger("hvsupervisor.control")

@@ -9,7 +9,7 @@ for it. A missing textfile directory (node_exporter not installed) is
 logged once and skipped, never fatal.
 
 They render the same ``NodeStatus`` as ``hvsupervisor status`` and the
-control socket (objects/status.py), so a scrape and the CLI never disagree.
+control socket (core/agent_status.py), so a scrape and the CLI never disagree.
 
 Series (labels ``agent``):
 
@@ -38,7 +38,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import generate_latest
 
 from hvsupervisor import __version__
-from hvsupervisor.objects.status import AgentStatus, NodeStatus
+from hvsupervisor.core.agent_status import AgentStatus, NodeStatus
 
 LOG = logging.getLogger("hvsupervisor.metrics")
 

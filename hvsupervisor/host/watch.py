@@ -14,8 +14,8 @@ import abc
 import asyncio
 import logging
 
+from hvsupervisor.core.restart_policy import next_delay
 from hvsupervisor.host.gate import Gate, GateStatus, OnChange
-from hvsupervisor.policy import next_delay
 
 LOG = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Agents that run as their own users cannot start oslo.privsep's helper (no
 sudo, no capabilities) nor neutron's ``ip netns exec`` data-plane daemons.
 The supervisor is root already, so it starts them for the agent, and only
-what ``policy.decide`` allows:
+what ``grants.decide`` allows:
 
 * one SOCK_SEQPACKET listening socket per agent, ``<sock_dir>/<agent>.sock``,
   owned by the agent's user and mode 0600 (so no other unprivileged user can
@@ -36,7 +36,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from hvsupervisor.privsep import policy
+from hvsupervisor.privsep import grants
 
 LOG = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Broker:
     def __init__(self, sock_dir: Path, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.sock_dir = Path(sock_dir)
         self._loop = loop or asyncio.get_running_loop()
-        self._grants: dict[str, policy.Grant] = {}
+        self._grants: dict[str, grants.Grant] = {}
         self._listeners: dict[str, socket.socket] = {}
         self._main_pids: dict[str, int | None] = {}
         self._pending: dict[int, tuple[str, socket.socket]] = {}
@@ -103,7 +103,7 @@ class Broker:
     def sock_path(self, agent: str) -> Path:
         return self.sock_dir / f"{agent}.sock"
 
-    def configure(self, grants: Mapping[str, policy.Grant]) -> None:
+    def configure(self, grants: Mapping[str, grants.Grant]) -> None:
         """Listen for exactly these agents; a changed uid/gid gets a new socket."""
         self.sock_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
         os.chmod(self.sock_dir, 0o711)
@@ -117,7 +117,7 @@ class Broker:
             if name not in self._listeners:
                 self._listen(grant)
 
-    def _listen(self, grant: policy.Grant) -> None:
+    def _listen(self, grant: grants.Grant) -> None:
         path = self.sock_path(grant.agent)
         path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -197,13 +197,13 @@ class Broker:
             return self._refuse(agent, conn, pid, "malformed request")
         if len(fds) != 3:
             return self._refuse(agent, conn, pid, f"expected 3 fds (stdio), got {len(fds)}")
-        peer = policy.Peer(pid=pid, uid=uid, gid=gid,
+        peer = grants.Peer(pid=pid, uid=uid, gid=gid,
                            in_agent_tree=in_tree(pid, self._main_pids.get(agent)))
-        decision = policy.decide(grant, peer, verb, args)
+        decision = grants.decide(grant, peer, verb, args)
         if decision.allowed and decision.sock_path is not None:
             problem = self._sock_dir_problem(decision.sock_path, uid)
             if problem:
-                decision = policy.refuse(problem)
+                decision = grants.refuse(problem)
         if not decision.allowed:
             return self._refuse(agent, conn, pid, decision.reason)
         try:
@@ -221,13 +221,13 @@ class Broker:
             st = os.lstat(os.path.dirname(path))
         except OSError as exc:
             return f"socket directory {os.path.dirname(path)}: {exc.strerror}"
-        return policy.sock_dir_problem(st.st_mode, st.st_uid, stat.S_ISDIR(st.st_mode), uid)
+        return grants.sock_dir_problem(st.st_mode, st.st_uid, stat.S_ISDIR(st.st_mode), uid)
 
     def _refuse(self, agent: str, conn: socket.socket, pid: int | None, reason: str) -> None:
         self.refused += 1
         LOG.warning("event=privsep-refused agent=%s peer=%s reason=%s", agent,
                     pid if pid is not None else "?", reason)
-        self._reply(conn, policy.REFUSED, reason)
+        self._reply(conn, grants.REFUSED, reason)
 
     @staticmethod
     def _reply(conn: socket.socket, rc: int, error: str | None = None) -> None:
@@ -242,7 +242,7 @@ class Broker:
             pass
         conn.close()
 
-    def _spawn(self, grant: policy.Grant, verb: str, argv: tuple[str, ...],
+    def _spawn(self, grant: grants.Grant, verb: str, argv: tuple[str, ...],
                fds: list[int]) -> int:
         env = {"PATH": ROOT_PATH, "LANG": "C.UTF-8"}
         if verb == "privsep-helper":

@@ -21,7 +21,7 @@ from pathlib import Path
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.parse import parse_file
 from hvsupervisor.privsep import identity as identity_mod
-from hvsupervisor.privsep.policy import Grant
+from hvsupervisor.privsep.grants import Grant
 
 CLIENT = "hvsupervisor-privsep"
 SOCK_DIR = "privsep"  # under run_dir

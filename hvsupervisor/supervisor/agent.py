@@ -12,10 +12,10 @@ from pathlib import Path
 
 from hvsupervisor.config.plan import Plan
 from hvsupervisor.config.settings import Settings
-from hvsupervisor.health.policy import AgentHealth
+from hvsupervisor.core.lifecycle import AgentLifecycle, State
+from hvsupervisor.core.restart_policy import RestartPolicy
+from hvsupervisor.health.health_policy import AgentHealth
 from hvsupervisor.health.targets import RpcTarget
-from hvsupervisor.lifecycle import AgentLifecycle, State
-from hvsupervisor.policy import RestartPolicy
 from hvsupervisor.systemd.notify import NotifyListener
 
 RUNNING = {State.STARTING, State.READY, State.STOPPING}
@@ -35,12 +35,12 @@ class Agent:
     deps_ok: bool | None = None
     gate: tuple[bool, str] | None = None
     removing: bool = False
-    # The running plan as secret-free option data (config/diff.py), taken
+    # The running plan as secret-free option data (config/plan_diff.py), taken
     # before the plan is made lean: `config diff` compares it with the disk.
     snapshot: dict = field(default_factory=dict)
-    # Restart pending: the code changed under the running process (codechange.py).
+    # Restart pending: the code changed under the running process (process/codechange.py).
     pending: str = ""
-    # Health (supervisor/health.py): the rpc target resolved from the plan's
+    # Health (supervisor/health_watch.py): the rpc target resolved from the plan's
     # files, the liveness record, the pid it is about, the next probe, and why
     # the supervisor killed the process (its exit then reads "hung: ...").
     rpc: RpcTarget | None = None

@@ -1,11 +1,11 @@
 """The supervision loop: feeds events to the lifecycle, applies its actions.
 
-Decisions live in the pure core (lifecycle.py, deps.py, status.py, the
+Decisions live in the pure core (core/lifecycle.py, core/deps.py, core/status_line.py, the
 plan); this module only turns them into effects and turns the world back
 into events:
 
 * actions ``Spawn``/``Signal``/``SetTimer``/``CancelTimer`` become a spawned
-  process (``process.spawn``, see the mixin in spawning.py), kill(2) and
+  process (``children.spawn``, see the mixin in spawning.py), kill(2) and
   ``loop.call_later``;
 * SIGCHLD (reaper), per-agent notify sockets, readiness probes, host gates,
   the control socket and our own signals become events.
@@ -36,16 +36,11 @@ import signal
 import time
 from collections.abc import Callable
 
-from hvsupervisor import dataplane, deps, leftovers, process
-from hvsupervisor.agentrecord import AgentRecord
-from hvsupervisor.config import diff as config_diff
+from hvsupervisor.config import plan_diff
 from hvsupervisor.config.plan import Plan
 from hvsupervisor.config.settings import Settings
-from hvsupervisor.health import policy as hp
-from hvsupervisor.health.client import ProberClient
-from hvsupervisor.health.metrics import MetricsSink
-from hvsupervisor.health.targets import rpc_target
-from hvsupervisor.lifecycle import (
+from hvsupervisor.core import dataplane, deps
+from hvsupervisor.core.lifecycle import (
     AgentLifecycle,
     BecameReady,
     CancelTimer,
@@ -62,14 +57,20 @@ from hvsupervisor.lifecycle import (
     describe_exit,
     operator_event,
 )
-from hvsupervisor.startsignals import PENDING
+from hvsupervisor.health import health_policy as hp
+from hvsupervisor.health.metrics import MetricsSink
+from hvsupervisor.health.prober_client import ProberClient
+from hvsupervisor.health.targets import rpc_target
+from hvsupervisor.process import children, leftovers
+from hvsupervisor.process.early_signals import PENDING
+from hvsupervisor.process.records import AgentRecord
 from hvsupervisor.supervisor.agent import Agent, lean, ready_kind, restart_policy
-from hvsupervisor.supervisor.health import Health
+from hvsupervisor.supervisor.agent_users import UserAgents
+from hvsupervisor.supervisor.health_watch import Health
 from hvsupervisor.supervisor.reload import Reloading
 from hvsupervisor.supervisor.reporting import Reporting
 from hvsupervisor.supervisor.shutdown import Stopping
 from hvsupervisor.supervisor.spawning import Spawning, last_line
-from hvsupervisor.supervisor.users import UserAgents
 from hvsupervisor.systemd import journal
 from hvsupervisor.systemd.notify import NotifyListener, SystemdNotifier
 
@@ -104,7 +105,7 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
         dir_overrides: tuple[str | None, str | None, str | None] | None = None,
     ):
         self.settings = settings
-        # Every spawned agent is recorded in the state dir (agentrecord.py), so
+        # Every spawned agent is recorded in the state dir (process/records.py), so
         # the next supervisor can stop what this one leaves if it is killed.
         self.record = record
         # The command line's dirs, re-applied by every reload (None: from the file).
@@ -136,7 +137,7 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
         self._watchdog: asyncio.TimerHandle | None = None
         self._pending_checked = time.monotonic()  # reporting.refresh_pending
         self._ready_timer: asyncio.TimerHandle | None = None
-        self.reaper: process.Reaper | None = None
+        self.reaper: children.Reaper | None = None
         self.prober = ProberClient()
         self.control_plane = hp.UNKNOWN
         self._metrics_timer: asyncio.TimerHandle | None = None
@@ -151,7 +152,7 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
         ``settings``: a reload's new settings, not yet committed.
         """
         settings = settings or self.settings
-        snap = config_diff.snapshot(plan)
+        snap = plan_diff.snapshot(plan)
         target = rpc_target(plan)  # reads the plan's parsed files: before lean()
         plan = lean(plan)
         kind, alive = ready_kind(plan)
@@ -364,8 +365,8 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
             self._loop.add_signal_handler(signum, self.request_shutdown)
         self._loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         PENDING.handover(self.request_shutdown, self._on_sighup)
-        process.set_child_subreaper()
-        self.reaper = process.Reaper(self._on_exit)
+        children.set_child_subreaper()
+        self.reaper = children.Reaper(self._on_exit)
         self.reaper.install()
         (self.settings.run_dir / "notify").mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -377,7 +378,7 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
                              functools.partial(_stop_signal_for, plans))
         for name in deps.start_order({n: list(p.after) for n, p in plans.items()}):
             self.agents[name] = self._make_agent(plans[name])
-        self._start_broker(plans)  # users.py: sockets for the agents that run as users
+        self._start_broker(plans)  # agent_users.py: sockets for the agents that run as users
         if self.gate_factory is not None:
             await self._replace_gates(*self.gate_factory(self.settings, plans))
         self._initial_plans = plans = {}  # the agents hold lean copies

@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 import time
 
-from hvsupervisor import deps, process
-from hvsupervisor.config import diff as config_diff
+from hvsupervisor.config import plan_diff
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.plan import Plan, build_plans
 from hvsupervisor.config.settings import Settings, load_settings
+from hvsupervisor.control.rundir import socket_path_problem
+from hvsupervisor.core import deps
+from hvsupervisor.core.lifecycle import RestartRequested, StartRequested, State, StopRequested
 from hvsupervisor.health.targets import rpc_target
-from hvsupervisor.lifecycle import RestartRequested, StartRequested, State, StopRequested
-from hvsupervisor.rundir import socket_path_problem
+from hvsupervisor.process import children
 from hvsupervisor.supervisor.agent import Agent, lean, ready_kind, restart_policy
 from hvsupervisor.systemd import journal
 
@@ -106,7 +107,7 @@ class Reloading:
             gates = result.pop("_gates")
             if gates is not None:
                 await self._replace_gates(*gates)
-            process.release_memory()
+            children.release_memory()
             LOG.info("event=reload restarted=%s started=%s stopped=%s",
                      result["restarted"], result["started"], result["stopped"])
             outcome = await self._settle(result)
@@ -185,7 +186,7 @@ class Reloading:
                 continue
             agent = self.agents[name]
             old = agent.plan
-            agent.snapshot = config_diff.snapshot(plan)
+            agent.snapshot = plan_diff.snapshot(plan)
             agent.rpc = rpc_target(plan)  # before lean(): it reads the parsed files
             agent.plan = lean(plan)
             agent.machine.stop_timeout = plan.stop_timeout
@@ -200,7 +201,7 @@ class Reloading:
             elif plan.digest != old.digest and agent.machine.state is not State.STOPPED:
                 restarted.append(name)
                 self._post(name, RestartRequested())
-        self._configure_broker(plans)  # users.py: before the restarts are applied
+        self._configure_broker(plans)  # agent_users.py: before the restarts are applied
         self._refresh_conditions()
         self._drain()
         return {"restarted": restarted, "started": started, "stopped": stopped,

@@ -2,7 +2,7 @@
 
 Everything here reads the agents' lifecycles and tells the outside world;
 nothing changes an agent. The metrics are rewritten with every report
-(supervisor/health.py, which also owns the control-plane prefix).
+(supervisor/health_watch.py, which also owns the control-plane prefix).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import dataclasses
 import logging
 import time
 
-from hvsupervisor import codechange
-from hvsupervisor.objects.status import AgentStatus, NodeStatus
-from hvsupervisor.status import summary_line
-from hvsupervisor.supervisor.health import with_control_plane
+from hvsupervisor.core.agent_status import AgentStatus, NodeStatus
+from hvsupervisor.core.status_line import summary_line
+from hvsupervisor.process import codechange
+from hvsupervisor.supervisor.health_watch import with_control_plane
 
 LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
 

@@ -4,7 +4,7 @@ The agents stop in reverse dependency order through their lifecycles
 (SIGTERM, then SIGKILL after ``stop_timeout``); the processes they left
 behind (our descendants as child subreaper) are then stopped, except, with
 ``stop_dataplane = false`` (the default), the data-plane helpers (dnsmasq,
-haproxy, keepalived, ...: dataplane.py), which are listed in the log and
+haproxy, keepalived, ...: core/dataplane.py), which are listed in the log and
 keep serving: the unit's KillMode=process leaves them alone too, and the
 agents adopt them when they start again.
 """
@@ -16,8 +16,9 @@ import logging
 import signal
 import time
 
-from hvsupervisor import dataplane, deps, process, stopbudget
-from hvsupervisor.lifecycle import StopRequested
+from hvsupervisor.core import dataplane, deps, stopbudget
+from hvsupervisor.core.lifecycle import StopRequested
+from hvsupervisor.process import children
 from hvsupervisor.supervisor.agent import RUNNING
 
 LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
@@ -72,11 +73,11 @@ class Stopping:
 
     def _leftovers(self) -> dict[int, str]:
         """What a stop must end: every descendant, but the data plane when it is kept."""
-        left = process.descendants()
+        left = children.descendants()
         sup = self.settings.supervisor
         if sup.stop_dataplane or not left:
             return left
-        kept, others = dataplane.split(left, process.proc_ppids(), sup.dataplane_helpers)
+        kept, others = dataplane.split(left, children.proc_ppids(), sup.dataplane_helpers)
         for pid, cmd in sorted(kept.items()):
             if pid not in self._kept_logged:
                 self._kept_logged.add(pid)
@@ -90,7 +91,7 @@ class Stopping:
         if not left:
             return
         LOG.info("stopping %d process(es) the agents left behind", len(left))
-        process.signal_all(left, signal.SIGTERM)
+        children.signal_all(left, signal.SIGTERM)
         deadline = time.monotonic() + DATAPLANE_STOP_TIMEOUT
         while self._leftovers() and time.monotonic() < deadline:
             await self._wait_changed(deadline - time.monotonic())
@@ -98,7 +99,7 @@ class Stopping:
         if rest:
             LOG.warning("SIGKILL to %d leftover process(es): %s", len(rest),
                         ", ".join(str(p) for p in sorted(rest)))
-            process.signal_all(rest, signal.SIGKILL)
+            children.signal_all(rest, signal.SIGKILL)
             deadline = time.monotonic() + DATAPLANE_STOP_TIMEOUT
             while self._leftovers() and time.monotonic() < deadline:
                 await self._wait_changed(deadline - time.monotonic())

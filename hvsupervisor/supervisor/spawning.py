@@ -2,7 +2,7 @@
 
 Turns ``Spawn`` into a process with its output wired to the journal (or a
 log file) and its own notify socket, starts the readiness probe its plan
-names (tcp, unix, ovsdb-bridge; rpc and http through supervisor/health.py)
+names (tcp, unix, ovsdb-bridge; rpc and http through supervisor/health_watch.py)
 and watches the host gates (libvirtd, ovsdb) whose changes become
 ``GateChanged`` events. Every result goes back
 to the loop as an event (``self._post`` then ``self._drain``), never as a
@@ -16,11 +16,11 @@ import os
 import time
 from pathlib import Path
 
-from hvsupervisor import process
-from hvsupervisor.lifecycle import BecameReady, ProbeFailed, Spawned, SpawnFailed
-from hvsupervisor.readiness import wait_accepting, wait_bridge
+from hvsupervisor.core.lifecycle import BecameReady, ProbeFailed, Spawned, SpawnFailed
+from hvsupervisor.health.readiness import wait_accepting, wait_bridge
+from hvsupervisor.process import children
 from hvsupervisor.supervisor.agent import Agent
-from hvsupervisor.supervisor.health import HEALTH_KINDS
+from hvsupervisor.supervisor.health_watch import HEALTH_KINDS
 from hvsupervisor.systemd import journal
 
 LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
@@ -79,12 +79,12 @@ class Spawning:
             except OSError as exc:
                 self._post(agent.name, SpawnFailed(f"cannot create {directory}: {exc.strerror}"))
                 return
-        problem = self._prepare_user_agent(agent)  # users.py; None for root agents
+        problem = self._prepare_user_agent(agent)  # agent_users.py; None for root agents
         if problem:
             LOG.error("event=spawn-failed agent=%s %s", agent.name, problem)
             self._post(agent.name, SpawnFailed(problem))
             return
-        env = process.child_env(os.environ, agent.plan.env)
+        env = children.child_env(os.environ, agent.plan.env)
         if agent.listener is not None:
             env["NOTIFY_SOCKET"] = agent.listener.path
         try:
@@ -95,9 +95,9 @@ class Spawning:
         try:
             argv, env = self._user_argv_env(agent.plan, env)
             if argv != list(agent.plan.argv):  # setpriv first: check the agent's binary too
-                process.resolve_executable(agent.plan.argv[0], env)
-            pid = process.spawn(argv, env, out, err)
-        except process.SpawnError as exc:
+                children.resolve_executable(agent.plan.argv[0], env)
+            pid = children.spawn(argv, env, out, err)
+        except children.SpawnError as exc:
             LOG.error("event=spawn-failed agent=%s %s", agent.name, exc)
             self._post(agent.name, SpawnFailed(str(exc)))
             return
@@ -115,7 +115,7 @@ class Spawning:
             self.broker.set_main_pid(agent.name, pid)
         LOG.info("event=spawn agent=%s pid=%d digest=%s", agent.name, pid,
                  agent.plan.digest[:12])
-        agent.pending = ""  # a new process runs what is on disk now (codechange.py)
+        agent.pending = ""  # a new process runs what is on disk now (process/codechange.py)
         self._post(agent.name, Spawned(pid))
         if agent.plan.ready.kind in PROBE_KINDS:
             agent.probe = self._background(
@@ -162,7 +162,7 @@ class Spawning:
     def _on_gate_change(self, status) -> None:
         LOG.info("event=gate gate=%s open=%s reason=%s", status.name, status.open, status.reason)
         if status.name == "ovsdb" and status.open:
-            self._share_ovsdb(self._ovsdb_remote())  # users.py: before any agent starts
+            self._share_ovsdb(self._ovsdb_remote())  # agent_users.py: before any agent starts
         self._refresh_conditions()
         self._drain()
 

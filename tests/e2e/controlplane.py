@@ -1,4 +1,4 @@
-"""The e2e tier's control plane: hvsupervisor/demo/cloud.py, bound to this venv.
+"""The e2e tier's control plane: testcloud/hvtestcloud/cloud.py, bound to this venv.
 
 One launcher for the demo and the tests (cloud.py); this module only binds
 it to the interpreter running the tests (tox's e2e env, which holds nova,
@@ -14,10 +14,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from hvsupervisor.demo import cloud, services
-from hvsupervisor.demo.cloud import ControlPlane, utc, wait_until  # noqa: F401
-from hvsupervisor.demo.profile import write_compute_id as _write_compute_id
-from hvsupervisor.demo.profile import write_ini  # noqa: F401
+from hvtestcloud import cloud, services
+from hvtestcloud.cloud import ControlPlane, utc, wait_until  # noqa: F401
+from hvtestcloud.profile import write_compute_id as _write_compute_id
+from hvtestcloud.profile import write_ini  # noqa: F401
 
 # The interpreter running the tests is the one with nova, neutron and placement
 # (tox's e2e env): its prefix holds their console scripts and shipped etc/.

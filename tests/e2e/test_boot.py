@@ -1,13 +1,13 @@
 """Launch an instance on a node run by hvsupervisor: the node's whole reason to exist.
 
-A cloud of its own (hvsupervisor/demo/cloud.py with ``full=True``: nova-api,
+A cloud of its own (testcloud/hvtestcloud/cloud.py with ``full=True``: nova-api,
 scheduler, conductor, Placement, glance, neutron with the router plugin) and a
 node in the same fresh netns: its own OVS (userspace datapath), a private
 libvirtd (tests/fixtures/libvirt.py) *in that netns* (the VM's tap must be
 made where the node's OVS reads it), and the six shipped agents under
 ``hvsupervisor run`` with the libvirt driver and the libvirt gate on.
 
-The guest (hvsupervisor/demo/guest.py, built here from the host's Debian
+The guest (testcloud/hvtestcloud/guest.py, built here from the host's Debian
 kernel and busybox-static, nothing downloaded) loops: DHCP lease, metadata
 fetch, each printed on its console with a counter. So the console proves the
 fixed IP leased by this node's dnsmasq and the uuid served through haproxy in
@@ -82,7 +82,7 @@ class BootNode(Node):
                               capture_output=True, text=True, timeout=timeout, check=False)
 
     def all_ready(self, timeout: float = 180) -> dict:
-        from hvsupervisor.demo.cloud import wait_until
+        from hvtestcloud.cloud import wait_until
 
         return wait_until(lambda: (lambda st: st if all(a["ready"] for a in st.values())
                                    else None)(self.status()), timeout, "every agent ready")
@@ -94,7 +94,7 @@ def _why_not() -> str | None:
             return (f"{path} missing (busybox-static, qemu-system-x86, iputils-ping: "
                     "run_tests installs them)")
     try:
-        from hvsupervisor.demo import guest
+        from hvtestcloud import guest
 
         guest.host_kernel()
     except FileNotFoundError as exc:
@@ -103,10 +103,11 @@ def _why_not() -> str | None:
 
 
 def _node_config(node: BootNode, cp, libvirtd) -> None:
+    from hvtestcloud import cloud
+    from hvtestcloud.profile import catalog_env_snippet, write_ini
+
     from hvsupervisor.config.plan import build_plans
     from hvsupervisor.config.settings import load_settings
-    from hvsupervisor.demo import cloud
-    from hvsupervisor.demo.profile import catalog_env_snippet, write_ini
 
     cloud.node_snippets(cp, node.override, HOST, compute_driver="libvirt.LibvirtDriver",
                         flat_network=True, external_network=True)
@@ -143,7 +144,8 @@ def boot_node(agent_users) -> Iterator[BootNode]:
             reason = f"python module {mod!r} missing: run under tox -e e2e"
     if reason:
         pytest.skip(reason)
-    from hvsupervisor.demo import boot, cloud
+    from hvtestcloud import boot, cloud
+
     from tests.functional.privsep_rig import venv_traversable
 
     # The control plane, the private libvirtd and the guest image: a 0711 dir of
@@ -273,7 +275,7 @@ def _qemu_pid(server_id: str) -> int | None:
 
 
 def _guest_lines(cp, server_id: str) -> list[tuple[int, str, str]]:
-    from hvsupervisor.demo import boot, guest
+    from hvtestcloud import boot, guest
 
     return guest.parse_console(boot.console(cp, server_id))
 
@@ -373,7 +375,7 @@ def _diagnose_fip(cp, node, qrouter: str) -> str:
 def _fresh_round(cp, server_id: str, after: int, ip: str, timeout: float,
                  node=None) -> int:
     """Wait for a guest round numbered above ``after`` with the right ip and uuid."""
-    from hvsupervisor.demo.cloud import wait_until
+    from hvtestcloud.cloud import wait_until
 
     def good() -> int | None:
         lines = _guest_lines(cp, server_id)
@@ -385,7 +387,7 @@ def _fresh_round(cp, server_id: str, after: int, ip: str, timeout: float,
     try:
         return wait_until(good, timeout, f"a guest round after n={after} with ip {ip} and its uuid")
     except TimeoutError as exc:
-        from hvsupervisor.demo import boot
+        from hvtestcloud import boot
 
         tail = "\n".join(boot.console(cp, server_id).splitlines()[-40:])
         diag = _diagnose(cp, node) if node is not None else ""
@@ -393,8 +395,8 @@ def _fresh_round(cp, server_id: str, after: int, ip: str, timeout: float,
 
 
 def test_boot_serve_survive_restarts_delete(boot_node, agent_users):
-    from hvsupervisor.demo import boot, cloud
-    from hvsupervisor.demo.cloud import wait_until
+    from hvtestcloud import boot, cloud
+    from hvtestcloud.cloud import wait_until
 
     node, cp = boot_node, boot_node.cp
     notes = node.notes

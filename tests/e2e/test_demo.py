@@ -4,7 +4,7 @@ Runs the demo as ``./run_demo`` would after its install step (``python -m
 hvsupervisor demo`` with HVSUP_DEMO_DIR in a tmp dir), under this test's
 interpreter, which must have nova, neutron, placement, glance and
 libvirt-python (the e2e venv). Nothing is mocked: the demo cloud
-(hvsupervisor/demo/cloud.py), private OVS and libvirtd, the six upstream
+(testcloud/hvtestcloud/cloud.py), private OVS and libvirtd, the six upstream
 daemons; the node joins the cloud (nova-compute up, four neutron agents
 alive), which the demo reports in one line.
 """
@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hvtestcloud import node, services
 
-from hvsupervisor.demo import node, services
 from tests.util import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -161,7 +161,7 @@ def test_demo_runs_six_agents_and_a_signal_leaves_nothing(short_tmp, signum):
         proc.send_signal(signum)  # SIGINT: what Ctrl-C delivers to the demo
         # The demo says how long its supervisor may take (node.stop_budget: the
         # longest chain of agent stops; nova-compute's follows the demo's short
-        # graceful_shutdown_timeout, demo/profile.py). Past that it SIGKILLs the
+        # graceful_shutdown_timeout, hvtestcloud/profile.py). Past that it SIGKILLs the
         # supervisor (SUPERVISOR_STOP_SLACK later); then libvirtd, the cloud
         # (10 s at most), OVS and the netns go in seconds.
         said = wait_until(lambda: re.search(r"stopping the agents \(up to (\d+) s\)",

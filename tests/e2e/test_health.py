@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from hvtestcloud.services import RABBIT, rabbit_env
 
-from hvsupervisor.demo.services import RABBIT, rabbit_env
-from hvsupervisor.process import descendants
+from hvsupervisor.process.children import descendants
 from tests.e2e.controlplane import NODE_HOST, scrubbed_env, utc, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]

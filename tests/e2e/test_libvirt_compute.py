@@ -65,7 +65,7 @@ def _make_node(cp, libvirtd, root: Path) -> LibvirtNode:
     # user = root: the opt-out (etc/examples/hvsupervisor.conf.d/50-root.conf.example).
     # Unverified as nova (doc/upstream-behaviour.md section 15): the private
     # libvirtd's socket is root:root 0770 under pytest's 0700 tmp
-    # (hvsupervisor/demo/libvirtd.py), where nova would need group libvirt and a
+    # (testcloud/hvtestcloud/libvirtd.py), where nova would need group libvirt and a
     # searchable path; and the libvirt driver's instances dir and privsep calls
     # as nova were never run here. test_upstream.py runs nova-compute as nova
     # with the fake driver.

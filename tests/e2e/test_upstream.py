@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from hvsupervisor.process import child_env
+from hvsupervisor.process.children import child_env
 from tests.e2e.controlplane import NODE_HOST, utc, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]

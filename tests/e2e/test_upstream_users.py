@@ -45,7 +45,7 @@ AGENT_TYPES = {"Open vSwitch agent", "DHCP agent", "L3 agent", "Metadata agent"}
 # (60 by default); short here, so that a respawn loop would show within the test.
 CHECK_INTERVAL = 2
 CIDR = "10.77.0.0/24"
-PROJECT = "admin"  # no keystone: neutron wants the project named (demo/boot.py does too)
+PROJECT = "admin"  # no keystone: neutron wants the project named (hvtestcloud/boot.py does too)
 
 
 def _exists(getter, name: str) -> bool:

@@ -18,10 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hvsupervisor import process
 from hvsupervisor.privsep import broker as broker_mod
 from hvsupervisor.privsep import identity
-from hvsupervisor.privsep.policy import Grant
+from hvsupervisor.privsep.grants import Grant
+from hvsupervisor.process import children
 from hvsupervisor.systemd.journal import log_file_fd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +74,7 @@ def grant(agent: str, ident: identity.Identity, contexts=(CONTEXT,),
 
 
 def client_argv(sock: Path, verb: str, *args: str) -> list[str]:
-    return [PY, "-m", "hvsupervisor.privsep.client", "--broker", str(sock), verb, *args]
+    return [PY, "-m", "hvsupervisor.privsep.helper_client", "--broker", str(sock), verb, *args]
 
 
 class Rig:
@@ -89,29 +89,29 @@ class Rig:
     async def __aenter__(self) -> Rig:
         loop = asyncio.get_running_loop()
         venv_traversable()
-        process.set_child_subreaper(True)  # the privsep daemons come back to us
+        children.set_child_subreaper(True)  # the privsep daemons come back to us
         # What pytest already runs (session fixtures: the libvirtd namespace holder,
         # ovsdb-server, RabbitMQ) is not ours to kill on the way out.
-        self.before = set(process.descendants())
+        self.before = set(children.descendants())
         # Outside pytest's 0700 tmp dir: the users must reach their sockets.
         self.run_dir = Path(tempfile.mkdtemp(prefix="hvsp-"))
         self.run_dir.chmod(0o711)
         self.broker = broker_mod.Broker(self.run_dir / "privsep", loop)
-        self.reaper = process.Reaper(self._on_exit, loop)
+        self.reaper = children.Reaper(self._on_exit, loop)
         self.reaper.install()
         return self
 
     async def __aexit__(self, *exc) -> None:
         self.broker.close()
-        left = [pid for pid in process.descendants() if pid not in self.before]
-        process.signal_all(left, 9)
+        left = [pid for pid in children.descendants() if pid not in self.before]
+        children.signal_all(left, 9)
         self.reaper.close()
         for pid in left:
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-        process.set_child_subreaper(False)
+        children.set_child_subreaper(False)
         shutil.rmtree(self.run_dir)
 
     def _on_exit(self, pid: int, rc, sig) -> None:
@@ -135,7 +135,7 @@ class Rig:
         out = self.tmp / f"{agent}-{self.n}.out"
         fd = log_file_fd(str(out))
         try:
-            pid = process.spawn(identity.drop_argv(ident, argv), self.env(agent), fd, fd)
+            pid = children.spawn(identity.drop_argv(ident, argv), self.env(agent), fd, fd)
         finally:
             os.close(fd)
         fut = asyncio.get_running_loop().create_future()

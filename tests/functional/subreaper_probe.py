@@ -17,7 +17,13 @@ import signal
 import sys
 import time
 
-from hvsupervisor.process import Reaper, descendants, set_child_subreaper, signal_all, spawn
+from hvsupervisor.process.children import (
+    Reaper,
+    descendants,
+    set_child_subreaper,
+    signal_all,
+    spawn,
+)
 
 
 async def probe(standin: str, pidfile: str) -> dict:

@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from hvsupervisor.lifecycle import describe_exit
-from hvsupervisor.process import Reaper, SpawnError, child_env, spawn
+from hvsupervisor.core.lifecycle import describe_exit
+from hvsupervisor.process.children import Reaper, SpawnError, child_env, spawn
 from hvsupervisor.systemd.journal import journal_available, journal_stream, log_file_fd
 from hvsupervisor.systemd.notify import NotifyListener, SystemdNotifier
 from tests.util import kill_and_reap, wait_until

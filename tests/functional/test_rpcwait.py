@@ -1,4 +1,4 @@
-"""demo/rpcwait.py: the demo cloud counts as up only once its RPC servers consume.
+"""hvtestcloud/rpcwait.py: the demo cloud counts as up only once its RPC servers consume.
 
 Real RabbitMQ (tests/fixtures/rabbit.py) and a real oslo.messaging RPC server
 (tests/rpc_standin.py), as in test_health.py.
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rpcwait(url: str, *targets: str, timeout: float) -> tuple[int, dict]:
-    r = subprocess.run([sys.executable, "-m", "hvsupervisor.demo.rpcwait", url, *targets,
+    r = subprocess.run([sys.executable, "-m", "hvtestcloud.rpcwait", url, *targets,
                         "--timeout", str(timeout)], capture_output=True, text=True,
                        timeout=timeout + 60, cwd=ROOT, check=False)
     return r.returncode, json.loads(r.stdout.strip().splitlines()[-1])

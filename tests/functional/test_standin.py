@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from hvsupervisor.process import spawn
+from hvsupervisor.process.children import spawn
 from hvsupervisor.systemd.journal import log_file_fd
 from tests.functional.test_process_io import PY, STANDIN, reap_blocking, wait_until
 from tests.util import WaitTimeout, kill_and_reap

@@ -14,8 +14,8 @@ import hvsupervisor
 ROOT = pathlib.Path(hvsupervisor.__file__).parent
 
 # The pure core: decisions without effects. It may import only itself.
-CORE = ("hvsupervisor.lifecycle", "hvsupervisor.policy", "hvsupervisor.deps",
-        "hvsupervisor.status", "hvsupervisor.objects")
+CORE = ("hvsupervisor.core.lifecycle", "hvsupervisor.core.restart_policy", "hvsupervisor.core.deps",
+        "hvsupervisor.core.status_line", "hvsupervisor.core")
 
 
 def _modules() -> dict[str, pathlib.Path]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from hvsupervisor import cleanup
+from hvsupervisor.host import boot_cleanup
 
 
 def _plan(*paths: str, env=None, supplied=()):
@@ -33,7 +33,7 @@ def _files(argv) -> list[str]:
 
 
 def test_ovs_cleanup_gets_the_ovs_agents_files_in_order():
-    cmd = cleanup.build_ovs_cleanup(PLANS, Path("/nonexistent/bin"), Path("/var/log/h"))
+    cmd = boot_cleanup.build_ovs_cleanup(PLANS, Path("/nonexistent/bin"), Path("/var/log/h"))
     assert cmd.argv[0] == "neutron-ovs-cleanup"
     assert cmd.argv[1:3] == ("--log-file", "/var/log/h/neutron-ovs-cleanup.log")
     assert _files(cmd.argv) == [f.path for f in PLANS["neutron-openvswitch-agent"].files]
@@ -41,7 +41,7 @@ def test_ovs_cleanup_gets_the_ovs_agents_files_in_order():
 
 
 def test_netns_cleanup_merges_dhcp_and_l3_bases_before_snippets():
-    cmd = cleanup.build_netns_cleanup(PLANS, Path("/nonexistent/bin"), Path("/l"), ["--force"])
+    cmd = boot_cleanup.build_netns_cleanup(PLANS, Path("/nonexistent/bin"), Path("/l"), ["--force"])
     assert _files(cmd.argv) == [
         f"{DEF}/neutron.conf", f"{OVR}/dhcp_agent.ini", f"{DEF}/l3_agent.ini",
         f"{OVR}/neutron.conf.d/50-site.conf", f"{OVR}/neutron.conf.d/60-l3.conf"]
@@ -56,7 +56,7 @@ def test_netns_cleanup_without_dhcp_or_l3_is_a_config_error():
     from hvsupervisor.config.errors import ConfigError
 
     with pytest.raises(ConfigError, match="neutron-dhcp-agent"):
-        cleanup.build_netns_cleanup({}, Path("/b"), Path("/l"))
+        boot_cleanup.build_netns_cleanup({}, Path("/b"), Path("/l"))
 
 
 
@@ -71,8 +71,8 @@ def test_cleanup_runs_privsep_directly_not_through_the_broker(tmp_path, shipped_
     plans = build_plans(load_settings(etc, tmp_path / "over", str(tmp_path / "s"),
                                       str(tmp_path / "l"), str(tmp_path / "r")))
     assert "OS_PRIVSEP__HELPER_COMMAND" in plans["neutron-l3-agent"].env
-    for cmd in (cleanup.build_ovs_cleanup(plans, Path("/b"), tmp_path),
-                cleanup.build_netns_cleanup(plans, Path("/b"), tmp_path)):
+    for cmd in (boot_cleanup.build_ovs_cleanup(plans, Path("/b"), tmp_path),
+                boot_cleanup.build_netns_cleanup(plans, Path("/b"), tmp_path)):
         assert not [k for k in cmd.env if k.endswith("__HELPER_COMMAND")], cmd.env
         assert "OS_AGENT__ROOT_HELPER" not in cmd.env
         assert cmd.env["OS_DEFAULT__STATE_PATH"] == f"{tmp_path / 's'}/neutron"

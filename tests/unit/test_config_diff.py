@@ -2,15 +2,15 @@
 
 import json
 
-from hvsupervisor.config import diff
+from hvsupervisor.config import plan_diff
 from hvsupervisor.config.plan import build_plan
-from hvsupervisor.objects.status import AgentStatus
-from hvsupervisor.status import summary_line
+from hvsupervisor.core.agent_status import AgentStatus
+from hvsupervisor.core.status_line import summary_line
 
 
 def _snap(layout, agent="alpha"):
     settings = layout.settings()
-    return diff.snapshot(build_plan(settings, settings.agents[agent]))
+    return plan_diff.snapshot(build_plan(settings, settings.agents[agent]))
 
 
 def test_option_changes_with_file_line_and_masked_secrets(layout):
@@ -19,7 +19,7 @@ def test_option_changes_with_file_line_and_masked_secrets(layout):
                            "[DEFAULT]\ndebug = true\n[database]\n"
                            "connection = mysql+pymysql://nova:s3cret@db/nova\npassword = s3cret\n")
     after = _snap(layout)
-    d = diff.diff("alpha", before, after)
+    d = plan_diff.diff("alpha", before, after)
     assert d.action == "restart"
     assert f"file added: {snippet}" in d.reasons
     by = {(c.section, c.option): c for c in d.options}
@@ -36,24 +36,25 @@ def test_a_changed_secret_is_a_change_though_both_show_masked(layout):
     layout.write("override", "svc/svc.conf.d/50-site.conf", "[x]\npassword = one\n")
     before = _snap(layout)
     layout.write("override", "svc/svc.conf.d/50-site.conf", "[x]\npassword = two\n")
-    d = diff.diff("alpha", before, _snap(layout))
+    d = plan_diff.diff("alpha", before, _snap(layout))
     assert [(c.option, c.old, c.new) for c in d.options] == [("password", "****", "****")]
 
 
 def test_unchanged_stopped_enabled_and_removed(layout):
     snap = _snap(layout)
-    assert diff.diff("alpha", snap, snap).action == "none"
+    assert plan_diff.diff("alpha", snap, snap).action == "none"
     layout.write("override", "svc/svc.conf", "[DEFAULT]\ndebug = true\n")
     changed = _snap(layout)
-    assert diff.diff("alpha", snap, changed, state="stopped").action.startswith("none (stopped")
-    assert diff.diff("alpha", None, changed).action == "start"
-    assert diff.diff("alpha", snap, None).action == "stop"
+    stopped = plan_diff.diff("alpha", snap, changed, state="stopped")
+    assert stopped.action.startswith("none (stopped")
+    assert plan_diff.diff("alpha", None, changed).action == "start"
+    assert plan_diff.diff("alpha", snap, None).action == "stop"
 
 
 def test_comment_only_change_still_explains_the_restart(layout):
     before = _snap(layout)
     layout.write("defaults", "svc/svc.conf", "# a comment\n[DEFAULT]\ndebug = false\n")
-    d = diff.diff("alpha", before, _snap(layout))
+    d = plan_diff.diff("alpha", before, _snap(layout))
     assert d.action == "restart" and not d.options
     assert any("no option differs" in r for r in d.reasons)
 

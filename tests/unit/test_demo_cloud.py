@@ -7,8 +7,7 @@ import lzma
 from pathlib import Path
 
 import pytest
-
-from hvsupervisor.demo import cloud, guest, identity
+from hvtestcloud import cloud, fake_keystone, guest
 
 
 def _cpio_entries(data: bytes) -> dict[str, tuple[int, bytes]]:
@@ -92,13 +91,13 @@ def test_console_lines_parse():
 
 
 def test_identity_headers_admin_and_user():
-    admin = identity.identity_headers({"HTTP_X_AUTH_TOKEN": "admin"})
+    admin = fake_keystone.identity_headers({"HTTP_X_AUTH_TOKEN": "admin"})
     assert admin["HTTP_X_ROLES"] == "admin,member,reader,service"
     assert admin["HTTP_X_PROJECT_ID"] == "admin" and admin["HTTP_X_IDENTITY_STATUS"] == "Confirmed"
-    user = identity.identity_headers({"HTTP_X_AUTH_TOKEN": "t1", "HTTP_X_PROJECT_ID": "p1"})
+    user = fake_keystone.identity_headers({"HTTP_X_AUTH_TOKEN": "t1", "HTTP_X_PROJECT_ID": "p1"})
     assert user["HTTP_X_ROLES"] == "member,reader" and user["HTTP_X_PROJECT_ID"] == "p1"
     seen = {}
-    app = identity.filter_factory({}, delay_auth_decision="true")(
+    app = fake_keystone.filter_factory({}, delay_auth_decision="true")(
         lambda environ, start: seen.update(environ) or [b""])
     app({}, None)
     assert seen["HTTP_X_USER_ID"] == "admin"
@@ -110,7 +109,7 @@ def test_paste_rewrite_replaces_authtoken_only(tmp_path):
                        "paste.filter_factory = keystonemiddleware.auth_token:filter_factory\n"
                        "delay_auth_decision = true\n[filter:context]\npaste.filter_factory = x\n")
     out = cloud.keystone_free_paste(shipped, tmp_path / "out" / "api-paste.ini").read_text()
-    assert "hvsupervisor.demo.identity:filter_factory" in out
+    assert "hvtestcloud.fake_keystone:filter_factory" in out
     assert "keystonemiddleware" not in out and "delay_auth_decision = true" in out
     shipped.write_text("[pipeline:x]\n")
     with pytest.raises(RuntimeError, match="no authtoken"):
@@ -123,7 +122,7 @@ def test_sqlite_immediate_takes_the_write_lock_at_begin(tmp_path):
     failing at once with SQLITE_BUSY_SNAPSHOT later."""
     import sqlite3
 
-    from hvsupervisor.demo import sqlite_immediate
+    from hvtestcloud import sqlite_immediate
 
     db = tmp_path / "x.sqlite"
     a = sqlite_immediate.connect(db, timeout=5, isolation_level=None)
@@ -150,7 +149,7 @@ def test_sqlite_immediate_runs_a_script_with_its_argv(tmp_path):
                       "c = sqlite3.dbapi2.connect(':memory:')\n"
                       "print(type(c).__name__, sqlite3.connect is sqlite3.dbapi2.connect, "
                       "sys.argv[1:])\n")
-    r = subprocess.run([sys.executable, "-m", "hvsupervisor.demo.sqlite_immediate", str(script),
+    r = subprocess.run([sys.executable, "-m", "hvtestcloud.sqlite_immediate", str(script),
                         "--config-file", "f"], capture_output=True, text=True, check=True,
                        cwd=Path(__file__).resolve().parents[2])
     assert r.stdout.strip() == "ImmediateConnection True ['--config-file', 'f']"
@@ -161,7 +160,8 @@ def test_external_network_maps_a_second_physnet_the_supervisor_makes_its_bridge(
     ``ensure_bridges`` makes br-ex too) and in ML2's flat networks."""
     import configparser
 
-    from hvsupervisor.demo.services import Netns
+    from hvtestcloud.services import Netns
+
     from hvsupervisor.host.ovsdb import ovsdb_settings
 
     cp = cloud.ControlPlane(tmp_path / "cloud", Netns("hvsup-x"), Path("/v/bin"), Path("/v"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hvtestcloud import cloud, profile
+from hvtestcloud.services import Netns
 
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings
-from hvsupervisor.demo import cloud, profile
-from hvsupervisor.demo.services import Netns
 
 # The shipped catalog runs the agents as nova/neutron: plans resolve them
 # through stand-in accounts when the host has none (tests/fixtures/accounts.py).
@@ -76,7 +76,7 @@ def test_nova_compute_stop_budget_follows_the_demo_graceful_timeout(tmp_path):
     """Ctrl-C on the demo: nova-compute (libvirt driver) leaves only when its
     graceful_shutdown_timeout runs out, so the demo sets a short one and the
     supervisor's budget (and the demo's wait) follows it."""
-    from hvsupervisor.demo import node
+    from hvtestcloud import node
 
     _cp, _override, settings = _write(tmp_path)
     plans = build_plans(settings)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hvsupervisor.deps import DependencyError, deps_ready, start_order, stop_order
+from hvsupervisor.core.deps import DependencyError, deps_ready, start_order, stop_order
 
 # The shipped catalog's dependencies (etc/hvsupervisor.conf, `after =`).
 CATALOG = {

@@ -9,8 +9,9 @@ import subprocess
 import pytest
 
 from hvsupervisor.config.settings import ReadyRule
+from hvsupervisor.core.agent_status import AgentStatus, NodeStatus
+from hvsupervisor.health import health_policy as hp
 from hvsupervisor.health import outcome as oc
-from hvsupervisor.health import policy as hp
 from hvsupervisor.health.metrics import MetricsSink, build_registry, exit_code
 from hvsupervisor.health.protocol import (
     RpcRequest,
@@ -19,7 +20,6 @@ from hvsupervisor.health.protocol import (
     encode_reply,
     encode_request,
 )
-from hvsupervisor.objects.status import AgentStatus, NodeStatus
 
 
 @pytest.mark.parametrize("text,fields", [
@@ -207,7 +207,7 @@ def test_bad_metrics_listen_is_a_located_config_error(tmp_path):
 
 
 def test_status_line_prefix_while_the_control_plane_is_unreachable():
-    from hvsupervisor.supervisor.health import with_control_plane
+    from hvsupervisor.supervisor.health_watch import with_control_plane
 
     assert with_control_plane("6/6 ready", hp.REACHABLE) == "6/6 ready"
     assert with_control_plane("6/6 ready", hp.UNREACHABLE) == \

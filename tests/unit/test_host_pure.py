@@ -7,12 +7,12 @@ import os
 import pytest
 
 from hvsupervisor.cmd.check import check_json, check_table
+from hvsupervisor.core.restart_policy import next_delay
 from hvsupervisor.host import preflight
 from hvsupervisor.host.gate import GateStatus
 from hvsupervisor.host.libvirt import libvirt_uri, parse_capabilities
 from hvsupervisor.host.ovsdb import SettingsError, ovsdb_settings, parse_bridge_mappings
 from hvsupervisor.host.watch import RetryingGate
-from hvsupervisor.policy import next_delay
 
 
 def lookup_from(values):

@@ -3,7 +3,8 @@
 import signal
 import subprocess
 
-from hvsupervisor import dataplane, leftovers, process
+from hvsupervisor.core import dataplane
+from hvsupervisor.process import children, leftovers
 from hvsupervisor.supervisor.loop import _stop_signal_for
 
 HYBRID = """\
@@ -48,9 +49,9 @@ def test_stale_is_everything_but_us_and_the_data_plane():
 def test_wait_gone_uses_pidfds():
     proc = subprocess.Popen(["sleep", "30"])
     try:
-        assert process.wait_gone([proc.pid], 0.05) == [proc.pid]
+        assert children.wait_gone([proc.pid], 0.05) == [proc.pid]
         proc.send_signal(signal.SIGTERM)
-        assert process.wait_gone([proc.pid], 5) == []
+        assert children.wait_gone([proc.pid], 5) == []
     finally:
         proc.kill()
         proc.wait()
@@ -80,8 +81,8 @@ def test_a_controller_connection_older_than_the_agent_is_not_its_own():
 def test_restart_pending_is_a_metric():
     from prometheus_client.exposition import generate_latest
 
+    from hvsupervisor.core.agent_status import AgentStatus, NodeStatus
     from hvsupervisor.health.metrics import build_registry
-    from hvsupervisor.objects.status import AgentStatus, NodeStatus
 
     node = NodeStatus(ready=True, status="", agents=(
         AgentStatus("nova-compute", "ready", True, restart_pending="code changed"),

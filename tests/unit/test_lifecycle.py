@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from hvsupervisor.lifecycle import (
+from hvsupervisor.core.lifecycle import (
     AgentLifecycle,
     BecameReady,
     CancelTimer,
@@ -24,7 +24,7 @@ from hvsupervisor.lifecycle import (
     TimerFired,
     describe_exit,
 )
-from hvsupervisor.policy import RestartPolicy, nominal_delay
+from hvsupervisor.core.restart_policy import RestartPolicy, nominal_delay
 
 POLICY = RestartPolicy(
     restart_sec=1.0, restart_max_delay=16.0, restart_steps=4, jitter=0.0,

@@ -1,8 +1,8 @@
 """The one status object: every output renders the same fields from it."""
 
-from hvsupervisor.objects.status import AgentStatus, NodeStatus
-from hvsupervisor.render import status_table
-from hvsupervisor.status import summary_line
+from hvsupervisor.cmd.render import status_table
+from hvsupervisor.core.agent_status import AgentStatus, NodeStatus
+from hvsupervisor.core.status_line import summary_line
 
 FAILED = AgentStatus("neutron-l3-agent", "failed", False, reason="exit 1; gave up",
                      last_exit="exit 1 (ImportError)", restarts=5, digest="d" * 64,

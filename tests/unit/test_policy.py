@@ -4,7 +4,12 @@ import random
 
 import pytest
 
-from hvsupervisor.policy import FlapDetector, RestartPolicy, backoff_delay, nominal_delay
+from hvsupervisor.core.restart_policy import (
+    FlapDetector,
+    RestartPolicy,
+    backoff_delay,
+    nominal_delay,
+)
 
 
 def test_systemd_documented_curve():

@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import pytest
 
-from hvsupervisor.privsep import identity, policy
+from hvsupervisor.privsep import grants, identity
 
 UUID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
-GRANT = policy.Grant(agent="neutron-dhcp-agent", uid=995, gid=995,
+GRANT = grants.Grant(agent="neutron-dhcp-agent", uid=995, gid=995,
                      contexts=frozenset({"neutron.privileged.default"}), root_helper=True,
                      config_args=("--config-file", "/etc/n.conf"), env={})
-PEER = policy.Peer(pid=100, uid=995, gid=995, in_agent_tree=True)
+PEER = grants.Peer(pid=100, uid=995, gid=995, in_agent_tree=True)
 PRIVSEP = ["--privsep_context", "neutron.privileged.default",
            "--privsep_sock_path", "/tmp/tmpabc/privsep.sock"]
 
 
 def test_privsep_helper_gets_the_agents_own_config_files():
-    d = policy.decide(GRANT, PEER, "privsep-helper", PRIVSEP)
+    d = grants.decide(GRANT, PEER, "privsep-helper", PRIVSEP)
     assert d.allowed
     assert d.argv == ("privsep-helper", "--config-file", "/etc/n.conf", *PRIVSEP)
     assert d.sock_path == "/tmp/tmpabc/privsep.sock"
 
 
 @pytest.mark.parametrize("peer, reason", [
-    (policy.Peer(100, 0, 0, True), "peer uid 0 is not"),
-    (policy.Peer(100, 995, 995, False), "not in neutron-dhcp-agent's process tree"),
+    (grants.Peer(100, 0, 0, True), "peer uid 0 is not"),
+    (grants.Peer(100, 995, 995, False), "not in neutron-dhcp-agent's process tree"),
 ])
 def test_wrong_peer_is_refused(peer, reason):
-    d = policy.decide(GRANT, peer, "privsep-helper", PRIVSEP)
+    d = grants.decide(GRANT, peer, "privsep-helper", PRIVSEP)
     assert not d.allowed and reason in d.reason
 
 
@@ -43,7 +43,7 @@ def test_wrong_peer_is_refused(peer, reason):
     (PRIVSEP + ["--config-file", "/tmp/evil.conf"], "takes exactly"),
 ])
 def test_privsep_requests_outside_the_grant_are_refused(args, reason):
-    d = policy.decide(GRANT, PEER, "privsep-helper", args)
+    d = grants.decide(GRANT, PEER, "privsep-helper", args)
     assert not d.allowed and reason in d.reason
 
 
@@ -54,7 +54,7 @@ def test_privsep_requests_outside_the_grant_are_refused(args, reason):
     ["ip", "netns", "exec", f"qrouter-{UUID}", "neutron-keepalived-state-change", "--x"],
 ])
 def test_root_helper_whitelist(args):
-    assert policy.decide(GRANT, PEER, "root-helper", args).allowed
+    assert grants.decide(GRANT, PEER, "root-helper", args).allowed
 
 
 @pytest.mark.parametrize("args, reason", [
@@ -66,13 +66,13 @@ def test_root_helper_whitelist(args):
     (["ip", "netns", "exec", f"qdhcp-{UUID}", "env"], "no program"),
 ])
 def test_root_helper_refusals(args, reason):
-    d = policy.decide(GRANT, PEER, "root-helper", args)
+    d = grants.decide(GRANT, PEER, "root-helper", args)
     assert not d.allowed and reason in d.reason
 
 
 def test_unknown_verb_and_malformed_args():
-    assert "unknown verb" in policy.decide(GRANT, PEER, "shell", []).reason
-    assert "not a list" in policy.decide(GRANT, PEER, "root-helper", "ip").reason
+    assert "unknown verb" in grants.decide(GRANT, PEER, "shell", []).reason
+    assert "not a list" in grants.decide(GRANT, PEER, "root-helper", "ip").reason
 
 
 @pytest.mark.parametrize("mode, owner, is_dir, problem", [
@@ -82,7 +82,7 @@ def test_unknown_verb_and_malformed_args():
     (0o120777, 995, False, "symlink"),
 ])
 def test_sock_dir(mode, owner, is_dir, problem):
-    got = policy.sock_dir_problem(mode, owner, is_dir, 995)
+    got = grants.sock_dir_problem(mode, owner, is_dir, 995)
     assert got == problem if problem is None else problem in got
 
 

@@ -3,7 +3,7 @@
 
 import pytest
 
-from hvsupervisor.process import child_env, decode_wait_status
+from hvsupervisor.process.children import child_env, decode_wait_status
 from hvsupervisor.systemd.journal import stream_header
 
 BASE = {

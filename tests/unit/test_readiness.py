@@ -2,7 +2,7 @@
 
 import socket
 
-from hvsupervisor.readiness import unix_listening
+from hvsupervisor.health.readiness import unix_listening
 
 
 def test_listening_bound_and_absent(tmp_path):

@@ -9,9 +9,8 @@ import signal
 
 import pytest
 
-from hvsupervisor.agentrecord import AgentRecord, Entry, is_same_process, proc_starttime
 from hvsupervisor.control.server import BadRequest, parse_request
-from hvsupervisor.lifecycle import (
+from hvsupervisor.core.lifecycle import (
     AgentLifecycle,
     BecameReady,
     CancelTimer,
@@ -27,7 +26,8 @@ from hvsupervisor.lifecycle import (
     State,
     TimerFired,
 )
-from hvsupervisor.policy import RestartPolicy
+from hvsupervisor.core.restart_policy import RestartPolicy
+from hvsupervisor.process.records import AgentRecord, Entry, is_same_process, proc_starttime
 
 POLICY = RestartPolicy(restart_sec=1.0, restart_max_delay=16.0, restart_steps=4, jitter=0.0,
                        stable_period=30.0, flap_max=4, flap_window=60.0)
@@ -122,7 +122,7 @@ def test_leftover_agent_gets_its_own_stop_signal(tmp_path):
     import subprocess
     import sys
 
-    from hvsupervisor.agentrecord import stop_leftovers
+    from hvsupervisor.process.records import stop_leftovers
 
     code = ("import signal, sys, time\n"
             "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"

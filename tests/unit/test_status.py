@@ -1,8 +1,8 @@
 """The STATUS= line: exact strings, ASCII only, bounded length."""
 
-from hvsupervisor.objects.status import AgentStatus
-from hvsupervisor.opts import SIX_AGENTS
-from hvsupervisor.status import MAX_LEN, ascii_clean, summary_line
+from hvsupervisor.config.opts import SIX_AGENTS
+from hvsupervisor.core.agent_status import AgentStatus
+from hvsupervisor.core.status_line import MAX_LEN, ascii_clean, summary_line
 
 NAMES = SIX_AGENTS
 

@@ -2,9 +2,9 @@
 
 import signal
 
-from hvsupervisor import stopbudget
 from hvsupervisor.config.plan import build_plan
-from hvsupervisor.lifecycle import Signal, StopRequested
+from hvsupervisor.core import stopbudget
+from hvsupervisor.core.lifecycle import Signal, StopRequested
 from tests.unit.test_lifecycle import make, ready
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hvsupervisor import codechange
+from hvsupervisor.process import codechange
 from hvsupervisor.systemd import unitfile
 
 

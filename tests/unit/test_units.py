@@ -180,9 +180,9 @@ def test_timeouts_cover_the_shipped_catalog(tmp_path):
     supervisor's degraded READY=1); TimeoutStopSec covers the longest chain of stops of the
     shipped plans, even with stop_dataplane = true (else systemd SIGKILLs mid-drain): the very
     check `hvsupervisor check` runs against the installed unit."""
-    from hvsupervisor import stopbudget
     from hvsupervisor.config.plan import build_plans
     from hvsupervisor.config.settings import load_settings
+    from hvsupervisor.core import stopbudget
 
     u = parse_unit(SERVICE)
     cat = shipped_catalog()

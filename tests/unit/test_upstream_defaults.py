@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hvsupervisor import paths
+from hvsupervisor.config import paths
 from hvsupervisor.config.explain import effective
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings

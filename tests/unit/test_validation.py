@@ -6,7 +6,7 @@ import pytest
 
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.plan import build_plans
-from hvsupervisor.policy import RestartPolicy
+from hvsupervisor.core.restart_policy import RestartPolicy
 from hvsupervisor.supervisor.agent import restart_policy as _policy
 
 

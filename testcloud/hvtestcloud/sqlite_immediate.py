@@ -15,7 +15,7 @@ went to ERROR. ``BEGIN IMMEDIATE`` takes the write lock at the start, where
 the busy timeout does apply: writers queue instead of failing. Readers are
 not blocked (WAL).
 
-Only the throwaway demo cloud (demo/cloud.py) runs this way; production uses
+Only the throwaway demo cloud (hvtestcloud/cloud.py) runs this way; production uses
 a server database, and the node's own agents are never wrapped.
 
 The hook is at the DB-API level (``sqlite3.connect`` gets a connection class

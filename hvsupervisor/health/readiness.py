@@ -21,7 +21,7 @@ import socket
 import time
 
 from hvsupervisor.config.settings import ReadyRule
-from hvsupervisor.policy import next_delay
+from hvsupervisor.core.restart_policy import next_delay
 
 PROBE_GROWTH = 1.5  # gentler than the gates' doubling: a starting agent is expected soon
 SO_ACCEPTCON = 0x10000  # the "Flags" column of /proc/net/unix for a listening socket

@@ -32,7 +32,7 @@ import signal
 import subprocess
 import time
 
-from hvsupervisor.waiting import wait_until
+from hvtestcloud.waiting import wait_until
 
 CACHE_KEEP = pathlib.Path("/var/tmp/hvsupervisor-tests/libvirt-cache")
 

@@ -1,4 +1,15 @@
-"""Data objects shared by the core and every output, in the style of os-vif's ``objects/``.
+"""The pure core: every supervision decision, from data, with no I/O.
+
+``lifecycle`` (one agent's state machine: events in, actions out),
+``restart_policy`` (backoff and flapping), ``deps`` (start and stop order),
+``stopbudget`` (how long stops may take), ``dataplane`` (which leftovers are
+the data plane), ``status_line`` (systemd's STATUS=) and ``agent_status`` (the
+status objects every output renders). Nothing here imports the shell, the
+config layer or a third-party package (tests/unit/test_architecture.py); no
+clock, no process, no socket, so unit tests pin each rule down exactly.
+
+``agent_status`` holds the data objects shared by the core and every output, in
+the style of os-vif's ``objects/``.
 
 One definition per thing the supervisor reports, so the control socket, the
 CLI table, ``--format json``, systemd's ``STATUS=`` and metrics render the

@@ -1,6 +1,6 @@
 """One line for systemd's STATUS=: who is ready, and who waits for what.
 
-Pure: agent statuses (objects/status.py) in, a string out. The line must be ASCII (sdnotify encodes
+Pure: agent statuses (agent_status.py) in, a string out. The line must be ASCII (sdnotify encodes
 latin-1, and a log line may hold anything), one line (STATUS= ends at a
 newline) and short (`systemctl status` shows one line; ~200 chars). The most
 urgent problems come first (failed, then waiting, backoff, starting,
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hvsupervisor.objects.status import AgentStatus
+from hvsupervisor.core.agent_status import AgentStatus
 
 MAX_LEN = 200
 MAX_DETAIL = 90

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hvsupervisor import process
+from hvsupervisor.process import children
 
 LOG = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def stop_leftovers(entries: list[Entry], timeout_for: Callable[[str], float],
     while left:
         # Wait until the nearest deadline, SIGKILL whoever reached theirs, repeat.
         due = min(start + targets[p] for p in left)
-        left = process.wait_gone(left, max(0.0, due - time.monotonic()))
+        left = children.wait_gone(left, max(0.0, due - time.monotonic()))
         now = time.monotonic()
         late = [p for p in left if start + targets[p] <= now]
         if late:
@@ -243,5 +243,5 @@ def stop_leftovers(entries: list[Entry], timeout_for: Callable[[str], float],
                 _kill(pid, signal.SIGKILL)
             killed += late
             left = [p for p in left if p not in late]
-    left = process.wait_gone(killed, 5.0)
+    left = children.wait_gone(killed, 5.0)
     return left

@@ -1,9 +1,9 @@
 """Boot the demo guest through the cloud's APIs: image, flavor, network, server.
 
 Shared by the e2e boot test and ``hvsupervisor demo --boot``. Everything goes
-through the public APIs of demo/cloud.py's control plane (glance, neutron,
+through the public APIs of hvtestcloud/cloud.py's control plane (glance, neutron,
 nova), as a user's ``openstack server create`` would; the node's own agents
-do the rest. The guest is demo/guest.py's kernel + busybox initramfs,
+do the rest. The guest is hvtestcloud/guest.py's kernel + busybox initramfs,
 uploaded as aki/ari plus a tiny "ami" whose ``kernel_id``/``ramdisk_id``
 point at them (nova's libvirt driver then boots the kernel directly).
 """
@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hvsupervisor.demo import guest
-from hvsupervisor.demo.cloud import (
+from hvtestcloud import guest
+from hvtestcloud.cloud import (
     EXT_CIDR,
     EXT_GATEWAY,
     EXT_PHYSNET,

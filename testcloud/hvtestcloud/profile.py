@@ -2,7 +2,7 @@
 
 The shipped defaults stay as they are; the demo only adds snippets, as an
 operator would (README.md, "Configuration"): the site values that join the node to
-the demo cloud (demo/cloud.py: bus, databases, Placement, neutron, glance,
+the demo cloud (hvtestcloud/cloud.py: bus, databases, Placement, neutron, glance,
 the metadata secret) and what this machine kind cannot provide:
 
 - no OVS kernel module: ``datapath_type = netdev``;
@@ -10,11 +10,11 @@ the metadata secret) and what this machine kind cannot provide:
 - no tunnels: a flat ``physnet1`` on ``br-phys``, made by the supervisor
   (``[supervisor] ensure_bridges``), metadata from the DHCP namespace;
 - the demo's private libvirtd (``connection_uri``) and ``virt_type = qemu``
-  unless KVM really boots a guest here (demo/boot.py ``kvm_boots``);
+  unless KVM really boots a guest here (hvtestcloud/boot.py ``kvm_boots``);
 - a short nova ``graceful_shutdown_timeout``: with the libvirt driver,
   nova-compute leaves on SIGTERM only when that runs out (nova's default
   180 s; doc/upstream-behaviour.md section 13), and its stop budget follows
-  the option (stopbudget.py), so Ctrl-C takes seconds, not three minutes.
+  the option (core/stopbudget.py), so Ctrl-C takes seconds, not three minutes.
   A demo VM has nothing in flight worth waiting for.
 
 nova-compute keeps the shipped libvirt driver and libvirt gate.
@@ -35,8 +35,8 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from hvsupervisor.demo import cloud
-from hvsupervisor.demo.ini import write_ini
+from hvtestcloud import cloud
+from hvtestcloud.ini import write_ini
 
 SNIPPET = "50-demo.conf"
 ROOT_SNIPPET = "50-demo-root.conf"

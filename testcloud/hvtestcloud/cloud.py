@@ -11,7 +11,7 @@ Facts it relies on (doc/upstream-behaviour.md, "Booting a VM"):
 - no keystone: every client sends token ``admin``; service to service uses
   keystoneauth's ``admin_token`` plugin with a fixed endpoint; nova-api and
   glance-api get their shipped paste files with ``authtoken`` replaced by
-  demo/identity.py, which sets the headers keystone would have;
+  hvtestcloud/fake_keystone.py, which sets the headers keystone would have;
 - nova 34 has no ``noauth2`` pipeline, glance 33 refuses role-less contexts;
 - neutron's schema is built from its models then stamped (no migrations on
   sqlite), and it notifies nova (``network-vif-plugged``) through nova-api,
@@ -38,10 +38,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hvsupervisor.demo import services
-from hvsupervisor.demo.ini import write_ini
-from hvsupervisor.demo.services import Netns, Proc
-from hvsupervisor.waiting import wait_until as _wait_until
+from hvtestcloud import services
+from hvtestcloud.ini import write_ini
+from hvtestcloud.services import Netns, Proc
+from hvtestcloud.waiting import wait_until as _wait_until
 
 TOKEN = "admin"
 PHYSNET = "physnet1"
@@ -64,7 +64,7 @@ def sqlite_url(path: Path) -> str:
     default 5 s gives ``database is locked`` errors (HTTP 500 from neutron);
     the files are also switched to WAL (``_wal``) so readers never wait. The
     timeout only applies to a transaction that asks for the write lock at its
-    start: the daemons run under demo/sqlite_immediate.py (``_daemon_argv``).
+    start: the daemons run under hvtestcloud/sqlite_immediate.py (``_daemon_argv``).
     """
     return f"sqlite:///{path}?timeout=30"
 
@@ -309,14 +309,14 @@ def _placement_conf(cp: ControlPlane) -> Path:
 
 
 def keystone_free_paste(shipped: Path, target: Path) -> Path:
-    """``shipped`` with keystonemiddleware's ``authtoken`` replaced by demo/identity.py."""
+    """``shipped`` with keystonemiddleware's ``authtoken`` replaced by fake_keystone.py."""
     text = shipped.read_text()
     old = "paste.filter_factory = keystonemiddleware.auth_token:filter_factory"
     if old not in text:
         raise RuntimeError(f"{shipped}: no authtoken filter to replace")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text.replace(
-        old, "paste.filter_factory = hvsupervisor.demo.identity:filter_factory"))
+        old, "paste.filter_factory = hvtestcloud.fake_keystone:filter_factory"))
     return target
 
 
@@ -432,10 +432,10 @@ def _prepare_databases(cp: ControlPlane, keep: bool) -> bool:
 
 def _daemon_argv(cp: ControlPlane, *argv: str) -> list[str]:
     """``argv`` (a console script of ``bindir``, or ``-m MODULE``) run with SQLite
-    transactions that take the write lock at BEGIN (demo/sqlite_immediate.py):
+    transactions that take the write lock at BEGIN (hvtestcloud/sqlite_immediate.py):
     without it, neutron's API and RPC processes fail each other's writes with an
     instant ``database is locked`` (doc/upstream-behaviour.md section 14)."""
-    return [str(cp.bindir / "python"), "-m", "hvsupervisor.demo.sqlite_immediate", *argv]
+    return [str(cp.bindir / "python"), "-m", "hvtestcloud.sqlite_immediate", *argv]
 
 
 #: The niceness of the daemons only a boot needs (nova-api, glance-api,
@@ -459,7 +459,7 @@ def _wsgi(cp: ControlPlane, name: str, app: str, port: int, *args: str,
 #: The RPC servers a node's agents call as they start (exchange/topic@version,
 #: as ``rpc:`` ready rules): neutron-rpc-server's plugin, resource-version and
 #: state-report topics, the L3 plugin, nova-conductor. A call published before
-#: the server consumes is dropped (demo/rpcwait.py says what that costs).
+#: the server consumes is dropped (hvtestcloud/rpcwait.py says what that costs).
 NODE_RPC_TOPICS = ("neutron/q-plugin@1.0", "neutron/q-reports-plugin@1.0",
                    "neutron/q-server-resource-versions@1.0", "neutron/q-l3-plugin@1.0",
                    "nova/conductor@3.0")
@@ -468,7 +468,7 @@ NODE_RPC_TOPICS = ("neutron/q-plugin@1.0", "neutron/q-reports-plugin@1.0",
 def wait_rpc_servers(cp: ControlPlane, topics: Sequence[str] = NODE_RPC_TOPICS,
                      timeout: float = 90) -> dict:
     """Wait (in the cloud's netns) until every topic's RPC server answers; what each took."""
-    r = cp.ns.run([str(cp.bindir / "python"), "-m", "hvsupervisor.demo.rpcwait",
+    r = cp.ns.run([str(cp.bindir / "python"), "-m", "hvtestcloud.rpcwait",
                    cp.transport_url, *topics, "--timeout", str(timeout)],
                   env=cp.env(), timeout=timeout + 30)
     lines = r.stdout.strip().splitlines()
@@ -492,7 +492,7 @@ def start_control_plane(root: Path, *, bindir: Path | None = None, prefix: Path 
     reuse the databases of an earlier run by the same versions (the demo).
     ``serve_first`` (with ``full``): return once what a node needs to join
     answers; the boot-only daemons start niced (``BOOT_ONLY_NICE``) and
-    ``ControlPlane.wait_boot_apis`` (which demo/boot.py calls) waits for them.
+    ``ControlPlane.wait_boot_apis`` (which hvtestcloud/boot.py calls) waits for them.
     """
     t0 = time.monotonic()
     bindir = bindir or Path(sys.executable).parent

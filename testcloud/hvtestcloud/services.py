@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from hvsupervisor.process import child_env
-from hvsupervisor.waiting import wait_until
+from hvsupervisor.process.children import child_env
+from hvtestcloud.waiting import wait_until
 
 RABBIT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")

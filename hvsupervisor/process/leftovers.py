@@ -8,7 +8,7 @@ Starting a second copy next to each would be wrong (two nova-computes on
 one compute node, an OVS agent fighting another over br-int), so before it
 spawns anything the new supervisor lists its own service cgroup and stops
 every process in it that is not itself and not a data-plane helper
-(dataplane.py): old agents, their workers and privsep daemons. The helpers
+(core/dataplane.py): old agents, their workers and privsep daemons. The helpers
 stay and are adopted by the new agents.
 
 Why the cgroup: systemd puts every process the unit ever started in it,
@@ -28,7 +28,8 @@ import signal
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from hvsupervisor import dataplane, process
+from hvsupervisor.core import dataplane
+from hvsupervisor.process import children
 
 LOG = logging.getLogger("hvsupervisor.supervisor")
 
@@ -85,21 +86,21 @@ def stop_stale(helpers: Iterable[str], signal_for: Callable[[str], int],
     members = cgroup_members(path)
     if not members:
         return []
-    cmdlines = {pid: process.cmdline(pid) for pid in members}
-    found = stale(members, os.getpid(), cmdlines, process.proc_ppids(), helpers)
+    cmdlines = {pid: children.cmdline(pid) for pid in members}
+    found = stale(members, os.getpid(), cmdlines, children.proc_ppids(), helpers)
     if not found:
         return []
     for pid, cmd in sorted(found.items()):
         sig = signal_for(cmd)
         LOG.warning("event=stale-process pid=%d cmd=%s: left by the previous supervisor; "
                     "sending %s", pid, cmd[:200], signal.Signals(sig).name)
-        process.signal_all([pid], sig)
-    rest = process.wait_gone(found, TERM_WAIT)
+        children.signal_all([pid], sig)
+    rest = children.wait_gone(found, TERM_WAIT)
     if rest:
         LOG.warning("SIGKILL to %d stale process(es): %s", len(rest),
                     ", ".join(map(str, rest)))
-        process.signal_all(rest, signal.SIGKILL)
-        rest = process.wait_gone(rest, KILL_WAIT)
+        children.signal_all(rest, signal.SIGKILL)
+        rest = children.wait_gone(rest, KILL_WAIT)
     for pid in rest:
         LOG.error("stale process %d did not exit after SIGKILL", pid)
     return sorted(found)

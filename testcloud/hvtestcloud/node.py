@@ -36,12 +36,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvsupervisor import paths, rundir, stopbudget
+from hvsupervisor.config import paths
 from hvsupervisor.config.errors import EX_CONFIG, ConfigError
+from hvsupervisor.config.opts import SIX_AGENTS
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings
-from hvsupervisor.demo import boot, cloud, guest, libvirtd, profile, services
-from hvsupervisor.opts import SIX_AGENTS
+from hvsupervisor.control import rundir
+from hvsupervisor.core import stopbudget
+from hvtestcloud import boot, cloud, guest, libvirtd, profile, services
 
 HOST = "hvsup-demo"
 NEUTRON_AGENTS = ("neutron-openvswitch-agent", "neutron-dhcp-agent", "neutron-l3-agent",

@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 
-from hvsupervisor import process
 from hvsupervisor.health import outcome as oc
 from hvsupervisor.health.protocol import (
     MAX_LINE,
@@ -33,6 +32,7 @@ from hvsupervisor.health.protocol import (
     decode_reply,
     encode_request,
 )
+from hvsupervisor.process import children
 
 LOG = logging.getLogger("hvsupervisor.health")
 RESPAWN_MIN = 1.0
@@ -59,7 +59,7 @@ class ProberClient:
     async def _spawn(self) -> None:
         parent, child = socket.socketpair()
         try:
-            env = process.child_env(os.environ, {})
+            env = children.child_env(os.environ, {})
             proc = subprocess.Popen(
                 self.argv, stdin=child.fileno(), stdout=2, stderr=2, env=env,
                 close_fds=True, start_new_session=True, restore_signals=True)
@@ -69,7 +69,7 @@ class ProberClient:
             return
         finally:
             child.close()
-        proc.returncode = 0  # the supervisor's Reaper owns waitpid() (process.spawn says why)
+        proc.returncode = 0  # the supervisor's Reaper owns waitpid() (children.spawn says why)
         self.pid = proc.pid
         self._reader, self._writer = await asyncio.open_connection(sock=parent, limit=MAX_LINE)
         self._task = asyncio.ensure_future(self._read(self._reader))

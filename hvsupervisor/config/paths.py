@@ -15,7 +15,7 @@ from pathlib import Path
 DEFAULT_OVERRIDE_DIR = Path("/etc/hvsupervisor")
 CATALOG_NAME = "hvsupervisor.conf"
 CATALOG_CONF_D = "hvsupervisor.conf.d"  # the catalog's snippets, beside it
-DEFAULT_RUN_DIR = "/run/hvsupervisor"  # [DEFAULT] run_dir's default (opts.py)
+DEFAULT_RUN_DIR = "/run/hvsupervisor"  # [DEFAULT] run_dir's default (config/opts.py)
 
 
 def _candidates() -> list[Path]:

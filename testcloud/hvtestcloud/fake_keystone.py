@@ -1,4 +1,4 @@
-"""A paste filter that stands in for keystone in the demo/test cloud.
+"""A paste filter that stands in for keystone in the hvtestcloud/test cloud.
 
 Why: nova 34's ``api-paste.ini`` has no ``noauth2`` pipeline any more, only
 keystone's (``authtoken`` then ``keystonecontext``), and glance with an
@@ -62,5 +62,5 @@ class IdentityFilter:
 
 def filter_factory(_global_conf: Mapping[str, str], **_local_conf: str
                    ) -> Callable[[WSGIApp], IdentityFilter]:
-    """``paste.filter_factory = hvsupervisor.demo.identity:filter_factory``."""
+    """``paste.filter_factory = hvtestcloud.fake_keystone:filter_factory``."""
     return IdentityFilter

@@ -13,8 +13,8 @@ For an agent whose ready rule is ``rpc`` or ``http`` (doc/health.md):
   ``degraded: control plane unreachable`` (STATUS=, status, metrics), and
   nothing is restarted until a probe gets through again.
 
-RPC probes go through the prober process (health/client.py), HTTP probes
-run on this loop; the policy is pure (health/policy.py). Every change a
+RPC probes go through the prober process (health/prober_client.py), HTTP probes
+run on this loop; the policy is pure (health/health_policy.py). Every change a
 metric shows rewrites the node_exporter textfile (health/metrics.py).
 """
 
@@ -26,11 +26,11 @@ import os
 import signal
 import time
 
-from hvsupervisor import process
+from hvsupervisor.health import health_policy as hp
 from hvsupervisor.health import outcome as oc
-from hvsupervisor.health import policy as hp
 from hvsupervisor.health.http import http_probe
 from hvsupervisor.health.metrics import build_registry
+from hvsupervisor.process import children
 from hvsupervisor.supervisor.agent import Agent
 
 LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
@@ -52,7 +52,7 @@ def own_session(pid: int) -> list[int]:
     the data plane survives an agent restart).
     """
     pids = [pid]
-    for child in process.descendants(pid):
+    for child in children.descendants(pid):
         try:
             if os.getsid(child) == pid:
                 pids.append(child)
@@ -185,7 +185,7 @@ class Health:
             LOG.error("event=hung agent=%s pid=%d %s; killing it (SIGKILL: a hung or stopped "
                       "process may never act on SIGTERM) to restart it", agent.name, pid, why)
             agent.hung = why
-            process.signal_all(own_session(pid), signal.SIGKILL)
+            children.signal_all(own_session(pid), signal.SIGKILL)
             return
         if result.outcome != oc.ANSWERED:
             LOG.warning("event=probe agent=%s health=%s outcome=%s detail=%s", agent.name,

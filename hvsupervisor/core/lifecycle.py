@@ -46,8 +46,8 @@ import signal
 from dataclasses import dataclass
 from typing import Literal
 
-from hvsupervisor.objects.status import AgentStatus
-from hvsupervisor.policy import FlapDetector, RestartPolicy, backoff_delay
+from hvsupervisor.core.agent_status import AgentStatus
+from hvsupervisor.core.restart_policy import FlapDetector, RestartPolicy, backoff_delay
 
 ReadyKind = Literal["notify", "alive", "probe"]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvsupervisor.config.errors import ConfigError
-from hvsupervisor.process import child_env
+from hvsupervisor.process.children import child_env
 
 OVS_AGENT = "neutron-openvswitch-agent"
 NETNS_AGENTS = ("neutron-dhcp-agent", "neutron-l3-agent")

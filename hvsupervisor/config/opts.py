@@ -12,7 +12,7 @@ import re
 
 from oslo_config import cfg, types
 
-from hvsupervisor import paths
+from hvsupervisor.config import paths
 from hvsupervisor.config import types as hvtypes
 
 AGENT_GROUP_PREFIX = "agent:"

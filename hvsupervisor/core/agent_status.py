@@ -40,7 +40,7 @@ class AgentStatus:
     digest: str = ""
     argv: tuple[str, ...] = ()
     # The ready rule as written (rpc:..., http:...), and the liveness record
-    # of an rpc/http agent (health/policy.py AgentHealth.to_json): state ok |
+    # of an rpc/http agent (health/health_policy.py AgentHealth.to_json): state ok |
     # failing | unknown, label "failing N/M", last_probe (unix time),
     # last_duration (s), last_error, last_outcome.
     ready_rule: str = ""

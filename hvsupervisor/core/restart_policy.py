@@ -54,7 +54,7 @@ class RestartPolicy:
             )
         if self.restart_steps < 0:
             raise ValueError(f"restart_steps must be >= 0, got {self.restart_steps}")
-        if not 0 <= self.jitter <= 1:  # opts.py: restart_jitter is a Fraction, [0, 1]
+        if not 0 <= self.jitter <= 1:  # config/opts.py: restart_jitter is a Fraction, [0, 1]
             raise ValueError(f"jitter must be in [0, 1], got {self.jitter}")
         if self.stable_period < 0:
             raise ValueError(f"stable_period must be >= 0, got {self.stable_period}")

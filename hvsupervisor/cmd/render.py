@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Sequence
 
-from hvsupervisor.objects.status import AgentStatus, NodeStatus
+from hvsupervisor.core.agent_status import AgentStatus, NodeStatus
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

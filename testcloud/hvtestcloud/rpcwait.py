@@ -25,13 +25,13 @@ import time
 
 from hvsupervisor.config.ready import ReadyRule
 from hvsupervisor.health.protocol import RpcRequest
-from hvsupervisor.waiting import WaitTimeout, wait_until
+from hvtestcloud.waiting import WaitTimeout, wait_until
 
 CALL_TIMEOUT = 5.0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m hvsupervisor.demo.rpcwait")
+    ap = argparse.ArgumentParser(prog="python -m hvtestcloud.rpcwait")
     ap.add_argument("url", help="transport_url")
     ap.add_argument("targets", nargs="+", help="EXCHANGE/TOPIC@VERSION (as rpc: ready rules)")
     ap.add_argument("--timeout", type=float, default=90.0)
