@@ -40,13 +40,13 @@ def write_snippets(d: c.HvSupervisor, count: int) -> None:
 
 
 def plan_times(d: c.HvSupervisor, reps: int) -> dict:
-    from hvsupervisor.config.plan import build_plans
     from hvsupervisor.config.settings import load_settings
+    from hvsupervisor.host.facts import plans_for
 
     times = []
     for _ in range(reps):
         t = time.perf_counter()
-        plans = build_plans(load_settings(d.defaults, d.override))
+        plans = plans_for(load_settings(d.defaults, d.override))
         times.append((time.perf_counter() - t) * 1000)
     files = len(next(iter(plans.values())).files)
     return {"first_ms": round(times[0], 1), "median_ms": round(statistics.median(times[1:]), 1),

@@ -35,11 +35,13 @@ def _catalog_plans(
     """Plans of the named catalog agents (enabled or not: their files describe the node)."""
     from hvsupervisor.config.plan import FileCache, build_plan
     from hvsupervisor.config.settings import load_settings
+    from hvsupervisor.host.facts import gather
 
     settings = load_settings(args.defaults_dir, args.override_dir, args.state_dir,
                              args.log_dir, args.run_dir)
     cache = FileCache()
-    plans = {n: build_plan(settings, settings.agents[n], cache)
+    facts = gather(settings)
+    plans = {n: build_plan(settings, settings.agents[n], facts, cache)
              for n in names if n in settings.agents}
     return plans, settings.log_dir
 

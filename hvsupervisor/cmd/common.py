@@ -46,11 +46,11 @@ def plans_for_run(settings: Settings) -> dict[str, Plan]:
     ``check`` call this same function, so what validates is what runs.
     Raises ConfigError."""
     from hvsupervisor.config.errors import ConfigError
-    from hvsupervisor.config.plan import build_plans
     from hvsupervisor.control.rundir import socket_path_problem
+    from hvsupervisor.host.facts import plans_for
     from hvsupervisor.host.wiring import gate_settings
 
-    plans = build_plans(settings)
+    plans = plans_for(settings)
     gate_settings(settings, plans)  # what the host gates read from the agents' files
     problem = socket_path_problem(settings.run_dir, plans)
     if problem:

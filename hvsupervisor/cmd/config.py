@@ -8,9 +8,10 @@ import sys
 from hvsupervisor.cmd.common import load, plans_for_run
 from hvsupervisor.cmd.render import print_json, table
 from hvsupervisor.config.explain import effective
-from hvsupervisor.config.plan import Plan, agent_spec, build_plan
+from hvsupervisor.config.plan import Plan, agent_spec
 from hvsupervisor.config.secrets import declared_secrets, mask_argv, mask_env, mask_value
 from hvsupervisor.config.settings import Settings
+from hvsupervisor.host.facts import plan_for
 
 
 def masked_plan(plan: Plan) -> dict:
@@ -23,7 +24,7 @@ def masked_plan(plan: Plan) -> dict:
 
 
 def _plan(args: argparse.Namespace, settings: Settings) -> int:
-    plan = build_plan(settings, agent_spec(settings, args.agent))
+    plan = plan_for(settings, agent_spec(settings, args.agent))
     data = masked_plan(plan)
     if args.format == "json":
         print_json(data)
@@ -47,7 +48,7 @@ def _plan(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _explain(args: argparse.Namespace, settings: Settings) -> int:
-    plan = build_plan(settings, agent_spec(settings, args.agent))
+    plan = plan_for(settings, agent_spec(settings, args.agent))
     exp = effective(plan).explain(args.section, args.option)
     exp.value = mask_value(args.option, exp.value, args.section, declared_secrets())
     if args.format == "json":

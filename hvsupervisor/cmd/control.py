@@ -23,10 +23,10 @@ def _config_pending(args: argparse.Namespace, node: NodeStatus) -> tuple[NodeSta
     """
     from hvsupervisor.cmd.common import load
     from hvsupervisor.config.errors import ConfigError
-    from hvsupervisor.config.plan import build_plans
+    from hvsupervisor.host.facts import plans_for
 
     try:
-        disk = build_plans(load(args))
+        disk = plans_for(load(args))
     except ConfigError as exc:
         return node, f"config on disk does not resolve (a reload would be refused): {exc}"
     agents = []

@@ -17,10 +17,10 @@ from pathlib import Path
 from hvsupervisor.cmd.common import load, run_dir
 from hvsupervisor.cmd.render import print_json, table
 from hvsupervisor.config import plan_diff
-from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import Settings
 from hvsupervisor.control.client import ControlError, call
 from hvsupervisor.control.rundir import CONTROL_NAME
+from hvsupervisor.host.facts import plans_for
 
 
 def running_plans(run_dir: Path) -> dict:
@@ -33,7 +33,7 @@ def running_plans(run_dir: Path) -> dict:
 
 def compute(settings: Settings, running: dict, only: str | None = None) -> list:
     """Every agent's AgentDiff (ConfigError if the disk config does not resolve)."""
-    disk = {n: plan_diff.snapshot(p) for n, p in build_plans(settings).items()}
+    disk = {n: plan_diff.snapshot(p) for n, p in plans_for(settings).items()}
     names = list(dict.fromkeys([*running, *disk]))
     if only is not None:
         if only not in names:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 
 from hvsupervisor.cmd.common import load, plans_for_run, prepare_own_log
@@ -26,30 +25,6 @@ from hvsupervisor.control.rundir import (
     take_state_lock,
     write_pid,
 )
-
-
-def stop_leftovers(settings: Settings, plans: dict):
-    """Stop the agents a dead supervisor left running; return the record for this run.
-
-    Each gets its plan's stop budget (core/stopbudget.py: the catalog's stop_timeout, or its
-    graceful_shutdown_timeout + margin); the catalog's own value may be unset.
-    """
-    from hvsupervisor.process.records import AgentRecord
-    from hvsupervisor.process.records import stop_leftovers as stop
-
-    record = AgentRecord.for_state_dir(settings.state_dir)
-    record.ensure()
-    left = record.leftovers()
-    if left:
-        default = max((p.stop_timeout for p in plans.values()), default=30.0)
-        alive = stop(left, lambda name: plans[name].stop_timeout
-                     if name in plans else default,
-                     lambda name: plans[name].stop_signal
-                     if name in plans else signal.SIGTERM)
-        for entry in left:
-            if entry.pid not in alive:
-                record.remove(entry.pid)
-    return record
 
 
 async def _serve(settings: Settings, plans, record, dir_overrides) -> int:
@@ -109,7 +84,12 @@ def run(settings: Settings, daemonize: bool = False,
     log = oslo_log.getLogger("hvsupervisor.config")
     for warning in settings.warnings:  # what `config validate` warns about, in the journal
         log.warning("%s", warning)
-    record = stop_leftovers(settings, plans)
+    from hvsupervisor.process.leftovers import stop_predecessor
+
+    # Nothing may spawn before a dead predecessor's agents are gone (no second
+    # nova-compute, no two OVS agents on br-int); the data plane stays.
+    record = stop_predecessor(settings.state_dir, plans,
+                              settings.supervisor.dataplane_helpers)
     if PENDING.stop is not None:  # asked to stop before anything started
         return 0
     if dir_overrides is None:

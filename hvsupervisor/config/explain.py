@@ -117,7 +117,7 @@ class Effective:
         env = self._env_value(group, name)
         if env is not None:
             # The catalog line that put OS_<GROUP>__<OPT> into the plan, or
-            # the supervisor itself (privsep broker: privsep/planning.py).
+            # the supervisor itself (privsep broker: config/privsep_env.py).
             key = f"OS_{group.upper()}__{name.upper()}"
             where = self.plan.env_origin.get(key)
             path, line = where if where else (None, None)

@@ -14,20 +14,17 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hvsupervisor.config import layers, paths
+from hvsupervisor.config import layers, privsep_env
 from hvsupervisor.config.errors import ConfigError
+from hvsupervisor.config.host_facts import HostFacts, Identity
 from hvsupervisor.config.parse import ParsedFile, parse_file
 from hvsupervisor.config.settings import AgentSpec, ReadyRule, Settings, service_of
 from hvsupervisor.core import stopbudget
-from hvsupervisor.privsep import planning as privsep_planning
-from hvsupervisor.privsep.identity import Identity
-from hvsupervisor.systemd.journal import journal_available
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
@@ -59,7 +56,7 @@ class Plan:
     directories: tuple[str, ...] = ()
     parsed: tuple[ParsedFile, ...] = field(default=(), compare=False, repr=False)
     # Who the agent runs as (None: root) and what its privsep broker allows;
-    # ``supplied`` are the env keys the supervisor adds (privsep/planning.py).
+    # ``supplied`` are the env keys the supervisor adds (config/privsep_env.py).
     identity: Identity | None = None
     privsep_contexts: tuple[str, ...] = ()
     root_helper: bool = False
@@ -128,18 +125,14 @@ def _substitute(text: str, values: Mapping[str, str], agent: str, what: str) -> 
     return _PLACEHOLDER.sub(repl, text)
 
 
-def _resolve_command(argv0: str, bindir: Path) -> str:
-    """A bare name is looked up in the interpreter's bin dir first, then PATH."""
-    if os.sep in argv0:
-        return argv0
-    candidate = bindir / argv0
-    if os.access(candidate, os.X_OK) and candidate.is_file():
-        return str(candidate)
-    return shutil.which(argv0) or argv0
+def build_plan(settings: Settings, spec: AgentSpec, facts: HostFacts,
+               cache: FileCache | None = None) -> Plan:
+    """Resolve ``spec``'s layered files and build its plan. Raises ConfigError.
 
-
-def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = None) -> Plan:
-    """Resolve ``spec``'s layered files and build its plan. Raises ConfigError."""
+    ``facts`` is all it knows of the host (config/host_facts.py: the journal
+    socket, where bare commands resolve, who the catalog's users are); it
+    reads the config files, which are its input, and nothing else.
+    """
     cache = cache or FileCache()
     res = layers.resolve(
         settings.defaults_dir, settings.override_dir, spec.config_files, spec.config_dirs
@@ -151,7 +144,7 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         blobs.append(data)
         parsed.append(pf)
     files = tuple(PlanFile(str(lf.path), lf.layer) for lf in res.files)
-    bindir = paths.bindir()
+    bindir = facts.bindir
     values = {
         "state_dir": str(settings.state_dir),
         "log_dir": str(settings.log_dir),
@@ -162,7 +155,7 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         "config_files": ";".join(f.path for f in files),
         # Whether agents' stdout/stderr reach the journal: then oslo.log may
         # write there too without doubling lines in the file log.
-        "use_stderr": "true" if journal_available(settings.supervisor.journal_socket) else "false",
+        "use_stderr": "true" if facts.journal else "false",
     }
     where = {option: (path, line) for option, path, line in spec.origins}
 
@@ -174,7 +167,8 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
             raise ConfigError(exc.reason, path, line) from None
 
     command = [sub(a, "command") for a in spec.command]
-    command[0] = _resolve_command(command[0], bindir)
+    if os.sep not in command[0]:
+        command[0] = facts.command(command[0])
     argv = list(command)
     for f in files:
         argv += ["--config-file", f.path]
@@ -186,8 +180,8 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
         except ConfigError as exc:
             path, line = origin.get(k, (None, None))  # the catalog line that set k
             raise ConfigError(exc.reason, path, line) from None
-    ident = privsep_planning.resolve_identity(settings, spec)
-    supplied = privsep_planning.supplied_env(spec, ident, bindir, settings.run_dir)
+    ident = privsep_env.resolve_identity(settings, spec, facts)
+    supplied = privsep_env.supplied_env(spec, ident, bindir, settings.run_dir)
     env.update(supplied)
     if ident is not None:  # a changed uid/gid/groups restarts the agent
         blobs = [*blobs, ident.key().encode()]
@@ -218,11 +212,11 @@ def build_plan(settings: Settings, spec: AgentSpec, cache: FileCache | None = No
     )
 
 
-def build_plans(settings: Settings) -> dict[str, Plan]:
+def build_plans(settings: Settings, facts: HostFacts) -> dict[str, Plan]:
     """Plans for every enabled agent, all or nothing (a reload is never half-applied)."""
     cache = FileCache()
     return {
-        name: build_plan(settings, settings.agents[name], cache)
+        name: build_plan(settings, settings.agents[name], facts, cache)
         for name in settings.enabled_agents
     }
 

@@ -151,3 +151,16 @@ def sock_dir_problem(mode: int, owner: int, is_dir: bool, caller_uid: int) -> st
     if mode & 0o7777 != 0o700:
         return f"socket directory mode is {mode & 0o7777:04o}, not 0700"
     return None
+
+
+def grant_for(plan) -> Grant | None:
+    """What the broker allows this plan's agent; None when it runs as root."""
+    ident = plan.identity
+    if ident is None:
+        return None
+    config_args: list[str] = []
+    for f in plan.files:
+        config_args += ["--config-file", f.path]
+    return Grant(agent=plan.agent, uid=ident.uid, gid=ident.gid,
+                 contexts=frozenset(plan.privsep_contexts), root_helper=plan.root_helper,
+                 config_args=tuple(config_args), env=dict(plan.env))

@@ -1,4 +1,7 @@
-"""Who an agent runs as, and the argv that drops to it.
+"""Who an agent runs as (the passwd/group lookups), and the argv that drops to it.
+
+The Identity value itself is pure data (config/host_facts.py); this module is
+the shell that resolves catalog names to it (host/facts.py calls ``resolve``).
 
 The drop is done by ``setpriv`` (util-linux, in every Debian base system),
 exec'd in front of the agent's own argv, not by a ``preexec_fn``:
@@ -22,35 +25,14 @@ import grp
 import pwd
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-ROOT_NAMES = ("", "root")
+from hvsupervisor.config.host_facts import ROOT_NAMES, Identity
+
 SETPRIV = "setpriv"
 
 
 class IdentityError(Exception):
     """A user or group the catalog names does not exist on this host."""
-
-
-@dataclass(frozen=True)
-class Identity:
-    """A resolved, non-root identity: numbers, so the drop needs no NSS later."""
-
-    user: str
-    uid: int
-    group: str
-    gid: int
-    groups: tuple[int, ...]  # supplementary, without gid itself
-    home: str
-
-    def describe(self) -> str:
-        """``nova(995):nova(995)+openvswitch(990)``, for logs and plans."""
-        extra = "".join(f"+{_group_name(g)}({g})" for g in self.groups)
-        return f"{self.user}({self.uid}):{self.group}({self.gid}){extra}"
-
-    def key(self) -> str:
-        """What a reload compares: a changed uid/gid/groups restarts the agent."""
-        return f"{self.uid}:{self.gid}:{','.join(map(str, self.groups))}"
 
 
 def _group_name(gid: int) -> str:
@@ -85,7 +67,7 @@ def resolve(user: str, group: str = "", supplementary: Sequence[str] = ()) -> Id
         gname = group
     groups = tuple(dict.fromkeys(g for g in (_gid(s) for s in supplementary if s) if g != gid))
     return Identity(user=user, uid=pw.pw_uid, group=gname, gid=gid, groups=groups,
-                    home=pw.pw_dir or "/")
+                    home=pw.pw_dir or "/", group_names=tuple(_group_name(g) for g in groups))
 
 
 def _gid(name: str) -> int:

@@ -1,4 +1,16 @@
-"""At start under systemd: stop what a dead predecessor left in the unit, but the data plane.
+"""At start: stop what a dead predecessor left running, but the data plane. One entry point.
+
+``stop_predecessor`` is the only call (cmd/run.py, before anything spawns). It
+uses two mechanisms for the one concept, because neither sees everything:
+
+1. the record of spawned agents in the state dir (records.py): pid, start
+   time and boot id of each agent this node's supervisor spawned, with or
+   without systemd; each is stopped with its own stop signal and budget;
+2. under systemd, the unit's service cgroup (below): whatever else is in it,
+   workers and privsep daemons that left the agent's session included.
+
+The record goes first (the agents' own graceful stop, their budgets), then
+the cgroup sweep catches the rest.
 
 With ``KillMode=process`` (units/hvsupervisor.service) systemd kills only
 the main process when the unit stops, restarts or trips its watchdog. A
@@ -30,6 +42,7 @@ from pathlib import Path
 
 from hvsupervisor.core import dataplane
 from hvsupervisor.process import children
+from hvsupervisor.process.records import AgentRecord, stop_leftovers
 
 LOG = logging.getLogger("hvsupervisor.supervisor")
 
@@ -104,3 +117,35 @@ def stop_stale(helpers: Iterable[str], signal_for: Callable[[str], int],
     for pid in rest:
         LOG.error("stale process %d did not exit after SIGKILL", pid)
     return sorted(found)
+
+
+def _stop_signal_for(plans: Mapping, cmdline: str) -> int:
+    """The stop_signal of the agent whose program ``cmdline`` runs (SIGTERM if none)."""
+    names = dataplane.program_names(cmdline)
+    for plan in plans.values():
+        if os.path.basename(plan.argv[0]) in names:
+            return plan.stop_signal
+    return signal.SIGTERM
+
+
+def stop_predecessor(state_dir: Path, plans: Mapping, helpers: Iterable[str]) -> AgentRecord:
+    """Stop everything a dead supervisor left running (see the module docstring) and
+    return this run's record of spawned agents.
+
+    Each recorded agent gets its plan's stop budget (stopbudget.py: the catalog's
+    stop_timeout, or its graceful_shutdown_timeout + margin) and stop signal;
+    an agent no longer in the catalog gets the longest budget and SIGTERM.
+    """
+    record = AgentRecord.for_state_dir(state_dir)
+    record.ensure()
+    left = record.leftovers()
+    if left:
+        default = max((p.stop_timeout for p in plans.values()), default=30.0)
+        alive = stop_leftovers(
+            left, lambda name: plans[name].stop_timeout if name in plans else default,
+            lambda name: plans[name].stop_signal if name in plans else signal.SIGTERM)
+        for entry in left:
+            if entry.pid not in alive:
+                record.remove(entry.pid)
+    stop_stale(helpers, lambda cmd: _stop_signal_for(plans, cmd))
+    return record

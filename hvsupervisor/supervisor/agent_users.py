@@ -22,9 +22,10 @@ import logging
 import os
 from pathlib import Path
 
+from hvsupervisor.config import privsep_env
 from hvsupervisor.config.plan import Plan
+from hvsupervisor.privsep import grants, ownership
 from hvsupervisor.privsep import identity as identity_mod
-from hvsupervisor.privsep import ownership, planning
 from hvsupervisor.privsep.broker import Broker
 from hvsupervisor.supervisor.agent import Agent
 
@@ -40,13 +41,13 @@ class UserAgents:
 
     def _start_broker(self, plans: dict[str, Plan]) -> None:
         assert self._loop is not None
-        self.broker = Broker(self.settings.run_dir / planning.SOCK_DIR, self._loop)
+        self.broker = Broker(self.settings.run_dir / privsep_env.SOCK_DIR, self._loop)
         self._configure_broker(plans)
 
     def _configure_broker(self, plans: dict[str, Plan]) -> None:
         if self.broker is None:
             return
-        grants = {n: g for n, p in plans.items() if (g := planning.grant(p)) is not None}
+        grants = {n: g for n, p in plans.items() if (g := grants.grant_for(p)) is not None}
         if grants:
             for d in (self.settings.run_dir, self.settings.run_dir / "notify",
                       self.settings.log_dir):
@@ -114,4 +115,4 @@ class UserAgents:
 
 
 def sock_path(run_dir: Path, agent: str) -> Path:
-    return planning.broker_socket(run_dir, agent)
+    return privsep_env.broker_socket(run_dir, agent)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import os
 import random
@@ -39,7 +38,7 @@ from collections.abc import Callable
 from hvsupervisor.config import plan_diff
 from hvsupervisor.config.plan import Plan
 from hvsupervisor.config.settings import Settings
-from hvsupervisor.core import dataplane, deps
+from hvsupervisor.core import deps
 from hvsupervisor.core.lifecycle import (
     AgentLifecycle,
     BecameReady,
@@ -61,7 +60,7 @@ from hvsupervisor.health import health_policy as hp
 from hvsupervisor.health.metrics import MetricsSink
 from hvsupervisor.health.prober_client import ProberClient
 from hvsupervisor.health.targets import rpc_target
-from hvsupervisor.process import children, leftovers
+from hvsupervisor.process import children
 from hvsupervisor.process.early_signals import PENDING
 from hvsupervisor.process.records import AgentRecord
 from hvsupervisor.supervisor.agent import Agent, lean, ready_kind, restart_policy
@@ -80,15 +79,6 @@ LOG = logging.getLogger("hvsupervisor.supervisor")  # one logger for the package
 class ShuttingDown(Exception):
     """An operator verb arrived while the supervisor stops: it would start processes
     that nothing would stop."""
-
-
-def _stop_signal_for(plans: dict[str, Plan], cmdline: str) -> int:
-    """The stop_signal of the agent whose program ``cmdline`` runs (SIGTERM if none)."""
-    names = dataplane.program_names(cmdline)
-    for plan in plans.values():
-        if os.path.basename(plan.argv[0]) in names:
-            return plan.stop_signal
-    return signal.SIGTERM
 
 
 class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
@@ -371,11 +361,8 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
         (self.settings.run_dir / "notify").mkdir(mode=0o700, parents=True, exist_ok=True)
 
         plans = self._initial_plans
-        # Before the first spawn: no second copy of an agent a crashed predecessor left.
-        # Synchronous on purpose: nothing (not even a control request) may spawn before
-        # this is done; it is a /proc read unless a predecessor crashed.
-        leftovers.stop_stale(self.settings.supervisor.dataplane_helpers,
-                             functools.partial(_stop_signal_for, plans))
+        # A crashed predecessor's leftovers were stopped before this loop ran
+        # (process/leftovers.py stop_predecessor, from cmd/run.py).
         for name in deps.start_order({n: list(p.after) for n, p in plans.items()}):
             self.agents[name] = self._make_agent(plans[name])
         self._start_broker(plans)  # agent_users.py: sockets for the agents that run as users

@@ -14,12 +14,13 @@ import time
 
 from hvsupervisor.config import plan_diff
 from hvsupervisor.config.errors import ConfigError
-from hvsupervisor.config.plan import Plan, build_plans
+from hvsupervisor.config.plan import Plan
 from hvsupervisor.config.settings import Settings, load_settings
 from hvsupervisor.control.rundir import socket_path_problem
 from hvsupervisor.core import deps
 from hvsupervisor.core.lifecycle import RestartRequested, StartRequested, State, StopRequested
 from hvsupervisor.health.targets import rpc_target
+from hvsupervisor.host.facts import plans_for
 from hvsupervisor.process import children
 from hvsupervisor.supervisor.agent import Agent, lean, ready_kind, restart_policy
 from hvsupervisor.systemd import journal
@@ -135,7 +136,7 @@ class Reloading:
                 raise ReloadRefused(
                     f"[DEFAULT] {changed} changed: our own logging is set up once at start; "
                     f"it needs a restart of hvsupervisor, not a reload")
-            plans = build_plans(settings)
+            plans = plans_for(settings)
             problem = socket_path_problem(settings.run_dir, plans)
             if problem:
                 raise ReloadRefused(problem)

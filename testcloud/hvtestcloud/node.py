@@ -39,10 +39,10 @@ from pathlib import Path
 from hvsupervisor.config import paths
 from hvsupervisor.config.errors import EX_CONFIG, ConfigError
 from hvsupervisor.config.opts import SIX_AGENTS
-from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings
 from hvsupervisor.control import rundir
 from hvsupervisor.core import stopbudget
+from hvsupervisor.host.facts import plans_for
 from hvtestcloud import boot, cloud, guest, libvirtd, profile, services
 
 HOST = "hvsup-demo"
@@ -421,7 +421,7 @@ def run(demo_dir: Path, defaults_dir: Path | None = None, boot_vm: bool = False)
                 f"({dnsmasq_conf})")
         profile.write_profile(layout.override, planned, HOST, virt.uri, virt_type,
                               dnsmasq_conf)
-        sig.stop_budget = stop_budget(build_plans(load_settings(
+        sig.stop_budget = stop_budget(plans_for(load_settings(
             defaults, layout.override, str(layout.state), str(layout.log), str(layout.run))))
         # libvirtd starts while the cloud does (it needs nothing of it); both
         # must be up before the supervisor (the libvirt gate, the bus).

@@ -106,8 +106,8 @@ def _node_config(node: BootNode, cp, libvirtd) -> None:
     from hvtestcloud import cloud
     from hvtestcloud.profile import catalog_env_snippet, write_ini
 
-    from hvsupervisor.config.plan import build_plans
     from hvsupervisor.config.settings import load_settings
+    from hvsupervisor.host.facts import plans_for
 
     cloud.node_snippets(cp, node.override, HOST, compute_driver="libvirt.LibvirtDriver",
                         flat_network=True, external_network=True)
@@ -129,7 +129,7 @@ def _node_config(node: BootNode, cp, libvirtd) -> None:
     # (nova-compute with groups libvirt and openvswitch: etc/hvsupervisor.conf).
     settings = load_settings(REPO / "etc", node.override, str(node.state_dir),
                              str(node.log_dir), str(node.run_dir))
-    node.plans = build_plans(settings)
+    node.plans = plans_for(settings)
 
 
 @pytest.fixture(scope="module")

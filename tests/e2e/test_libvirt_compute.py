@@ -43,8 +43,8 @@ class LibvirtNode(Node):
 
 
 def _make_node(cp, libvirtd, root: Path) -> LibvirtNode:
-    from hvsupervisor.config.plan import build_plans
     from hvsupervisor.config.settings import load_settings
+    from hvsupervisor.host.facts import plans_for
     from tests.e2e import controlplane as cpmod
 
     node = LibvirtNode(root=root, override=root / "override", state_dir=root / "state",
@@ -75,7 +75,7 @@ def _make_node(cp, libvirtd, root: Path) -> LibvirtNode:
     })
     settings = load_settings(REPO / "etc", node.override, str(node.state_dir),
                              str(node.log_dir), str(node.run_dir))
-    node.plans = build_plans(settings)
+    node.plans = plans_for(settings)
     return node
 
 

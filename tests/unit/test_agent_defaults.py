@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from hvsupervisor.config.errors import ConfigError
-from hvsupervisor.config.plan import build_plan, build_plans
 from hvsupervisor.config.settings import load_settings
+from hvsupervisor.host.facts import plan_for, plans_for
 
 # The shipped catalog runs the agents as nova/neutron: plans resolve them
 # through stand-in accounts when the host has none (tests/fixtures/accounts.py).
@@ -56,7 +56,7 @@ def test_plan_and_explain_name_where_each_env_var_came_from(layout):
     from hvsupervisor.config.explain import effective
 
     s = layout.settings()
-    plan = build_plan(s, s.agents["beta"])
+    plan = plan_for(s, s.agents["beta"])
     assert plan.env_origin["OS_DEFAULT__DEBUG"] == (str(p), 3)
     e = effective(plan).explain("DEFAULT", "debug")
     assert (e.source, e.file, e.line) == ("environment", str(p), 3)
@@ -95,7 +95,7 @@ def test_shipped_catalog_states_shared_values_once():
 
 def test_shipped_plans_keep_their_environment(tmp_path):
     s = _shipped(tmp_path)
-    for name, plan in build_plans(s).items():
+    for name, plan in plans_for(s).items():
         service = "nova" if name.startswith("nova") else "neutron"
         assert plan.env["OS_DEFAULT__STATE_PATH"] == f"{tmp_path / 's'}/{service}"
         assert plan.env["PATH"].endswith(":/usr/sbin:/usr/bin:/sbin:/bin")
@@ -115,7 +115,7 @@ def test_metadata_only_dir_is_not_in_nova_computes_plan(tmp_path):
     assert s.agents["nova-api-metadata"].config_dirs == (
         "nova/nova.conf.d", "nova/nova-api-metadata.conf.d")
     assert s.agents["nova-compute"].config_dirs == ("nova/nova.conf.d", "nova/nova-compute.conf.d")
-    plans = build_plans(s)
+    plans = plans_for(s)
     assert str(db) in plans["nova-api-metadata"].argv
     assert str(site) in plans["nova-api-metadata"].argv
     for name, plan in plans.items():
@@ -145,7 +145,7 @@ def _db_rows(tmp_path, files: dict[str, str]):
     for rel, text in files.items():
         (over / rel).parent.mkdir(parents=True, exist_ok=True)
         (over / rel).write_text(text)
-    plans = build_plans(_shipped(tmp_path, over))
+    plans = plans_for(_shipped(tmp_path, over))
     return preflight.check_nova_db(_db_sources(plans, "nova-api-metadata"),
                                    _db_sources(plans, "nova-compute"))
 
@@ -173,7 +173,7 @@ def test_unknown_placeholder_in_inherited_environment_is_located(layout):
                      "[agent_defaults]\n\nenvironment = X:{nope}\n")
     s = layout.settings()
     with pytest.raises(ConfigError) as err:
-        build_plan(s, s.agents["alpha"])
+        plan_for(s, s.agents["alpha"])
     assert (err.value.path, err.value.line) == (str(p), 3)
     assert "{nope}" in str(err.value)
 
@@ -184,5 +184,5 @@ def test_unknown_placeholder_names_its_line(layout, option):
     p = layout.write("override", "hvsupervisor.conf.d/10-x.conf", f"[agent:alpha]\n\n{option}\n")
     s = layout.settings()
     with pytest.raises(ConfigError) as err:
-        build_plan(s, s.agents["alpha"])
+        plan_for(s, s.agents["alpha"])
     assert (err.value.path, err.value.line) == (str(p), 3)

@@ -64,11 +64,11 @@ def test_netns_cleanup_without_dhcp_or_l3_is_a_config_error():
 def test_cleanup_runs_privsep_directly_not_through_the_broker(tmp_path, shipped_accounts):
     """The shipped agents are users: their plans route privsep through the supervisor's
     broker; the cleanup tools run as root before it, so they get none of that."""
-    from hvsupervisor.config.plan import build_plans
     from hvsupervisor.config.settings import load_settings
+    from hvsupervisor.host.facts import plans_for
 
     etc = Path(__file__).resolve().parents[2] / "etc"
-    plans = build_plans(load_settings(etc, tmp_path / "over", str(tmp_path / "s"),
+    plans = plans_for(load_settings(etc, tmp_path / "over", str(tmp_path / "s"),
                                       str(tmp_path / "l"), str(tmp_path / "r")))
     assert "OS_PRIVSEP__HELPER_COMMAND" in plans["neutron-l3-agent"].env
     for cmd in (boot_cleanup.build_ovs_cleanup(plans, Path("/b"), tmp_path),

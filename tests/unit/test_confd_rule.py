@@ -8,8 +8,8 @@ from oslo_config import cfg
 
 from hvsupervisor.config import layers
 from hvsupervisor.config.errors import ConfigError
-from hvsupervisor.config.plan import build_plan
 from hvsupervisor.host import preflight
+from hvsupervisor.host.facts import plan_for
 
 NAMES = ["10-a.conf", ".30-c.conf", "20-b.conf~", "40-d.ini", "50-E.CONF", "60-f.conf",
          "README", ".hidden", "70 space.conf"]
@@ -41,7 +41,7 @@ def test_plan_skips_dotfiles_and_check_names_them(layout):
     d.mkdir(parents=True)
     _fill(d)
     s = layout.settings()
-    plan = build_plan(s, s.agents["alpha"])
+    plan = plan_for(s, s.agents["alpha"])
     in_argv = [os.path.basename(a) for a in plan.argv if str(d) in a]
     assert in_argv == ["10-a.conf", "60-f.conf", "70 space.conf"]
     assert ".30-c.conf" not in " ".join(plan.argv)
@@ -65,5 +65,5 @@ def test_dangling_selected_link_is_refused_like_oslo(layout, tmp_path):
         _oslo_reads(d)
     s = layout.settings()
     with pytest.raises(ConfigError) as err:
-        build_plan(s, s.agents["alpha"])
+        plan_for(s, s.agents["alpha"])
     assert err.value.path == str(d / "50-site.conf")

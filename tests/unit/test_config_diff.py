@@ -3,14 +3,14 @@
 import json
 
 from hvsupervisor.config import plan_diff
-from hvsupervisor.config.plan import build_plan
 from hvsupervisor.core.agent_status import AgentStatus
 from hvsupervisor.core.status_line import summary_line
+from hvsupervisor.host.facts import plan_for
 
 
 def _snap(layout, agent="alpha"):
     settings = layout.settings()
-    return plan_diff.snapshot(build_plan(settings, settings.agents[agent]))
+    return plan_diff.snapshot(plan_for(settings, settings.agents[agent]))
 
 
 def test_option_changes_with_file_line_and_masked_secrets(layout):

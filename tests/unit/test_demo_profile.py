@@ -8,8 +8,8 @@ import pytest
 from hvtestcloud import cloud, profile
 from hvtestcloud.services import Netns
 
-from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings
+from hvsupervisor.host.facts import plans_for
 
 # The shipped catalog runs the agents as nova/neutron: plans resolve them
 # through stand-in accounts when the host has none (tests/fixtures/accounts.py).
@@ -47,7 +47,7 @@ def test_snippets_join_the_cloud_with_libvirt_netdev_flat_and_noop_firewall(tmp_
     from hvsupervisor.config.explain import effective
 
     cp, _override, settings = _write(tmp_path)
-    plans = build_plans(settings)
+    plans = plans_for(settings)
     nova = effective(plans["nova-compute"]).lookup
     assert nova("DEFAULT", "compute_driver") == "libvirt.LibvirtDriver"
     assert nova("libvirt", "virt_type") == "qemu"
@@ -79,7 +79,7 @@ def test_nova_compute_stop_budget_follows_the_demo_graceful_timeout(tmp_path):
     from hvtestcloud import node
 
     _cp, _override, settings = _write(tmp_path)
-    plans = build_plans(settings)
+    plans = plans_for(settings)
     compute = plans["nova-compute"]
     graceful = profile.NOVA_GRACEFUL_SHUTDOWN_TIMEOUT
     assert compute.stop_timeout == graceful + settings.agents["nova-compute"].stop_margin
@@ -92,7 +92,7 @@ def test_nova_compute_stop_budget_follows_the_demo_graceful_timeout(tmp_path):
 def test_demo_opts_out_to_root_with_its_reason(tmp_path):
     """The demo runs the six as root (50-demo-root.conf), saying why in the file."""
     _cp, override, settings = _write(tmp_path)
-    assert all(build_plans(settings)[name].identity is None for name in profile.AGENTS)
+    assert all(plans_for(settings)[name].identity is None for name in profile.AGENTS)
     assert set(profile.AGENTS) == set(settings.enabled_agents)
     text = (override / "hvsupervisor.conf.d" / profile.ROOT_SNIPPET).read_text()
     assert text.startswith("# hvsupervisor demo: the opt-out")

@@ -1,12 +1,12 @@
 """Provenance through oslo.config, multi-valued options, and secrets masking."""
 
 from hvsupervisor.config.explain import effective, mask_text, mask_value
-from hvsupervisor.config.plan import build_plan
+from hvsupervisor.host.facts import plan_for
 
 
 def _exp(layout, section, option, agent="alpha"):
     s = layout.settings()
-    return effective(build_plan(s, s.agents[agent])).explain(section, option)
+    return effective(plan_for(s, s.agents[agent])).explain(section, option)
 
 
 def test_default_value_and_line(layout):
@@ -74,7 +74,7 @@ def test_oslo_get_location_names_the_last_parsed_file_we_do_not(layout):
     base.write_text("[DEFAULT]\n\nb = one\n")
     last = layout.write("override", "svc/svc.conf.d/90-other.conf", "[DEFAULT]\nc = two\n")
     s = layout.settings()
-    eff = effective(build_plan(s, s.agents["beta"]))
+    eff = effective(plan_for(s, s.agents["beta"]))
     assert eff.conf.get_location("b").detail == str(last)  # oslo: wrong file
     e = eff.explain("DEFAULT", "b")
     assert (e.value, e.file, e.line) == ("one", str(base), 3)

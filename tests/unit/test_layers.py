@@ -5,12 +5,12 @@ import os
 import pytest
 
 from hvsupervisor.config.errors import ConfigError
-from hvsupervisor.config.plan import build_plan
+from hvsupervisor.host.facts import plan_for
 
 
 def _files(layout, agent="alpha"):
     s = layout.settings()
-    plan = build_plan(s, s.agents[agent])
+    plan = plan_for(s, s.agents[agent])
     return [(os.path.relpath(f.path, layout.root), f.layer) for f in plan.files]
 
 
@@ -24,7 +24,7 @@ def test_defaults_only(layout):
 def test_override_base_file_replaces_default_whole(layout):
     layout.write("override", "svc/svc.conf", "[DEFAULT]\nverbose = true\n")
     s = layout.settings()
-    plan = build_plan(s, s.agents["alpha"])
+    plan = plan_for(s, s.agents["alpha"])
     assert [(os.path.relpath(f.path, layout.root), f.layer) for f in plan.files][0] == (
         "override/svc/svc.conf", "override")
     # Whole file replaced: the default's 'debug' is not read at all.

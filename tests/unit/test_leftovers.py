@@ -5,7 +5,7 @@ import subprocess
 
 from hvsupervisor.core import dataplane
 from hvsupervisor.process import children, leftovers
-from hvsupervisor.supervisor.loop import _stop_signal_for
+from hvsupervisor.process.leftovers import _stop_signal_for
 
 HYBRID = """\
 12:pids:/system.slice/hvsupervisor.service
@@ -58,11 +58,11 @@ def test_wait_gone_uses_pidfds():
 
 
 def test_a_stale_agent_gets_its_own_stop_signal(layout):
-    from hvsupervisor.config.plan import build_plans
+    from hvsupervisor.host.facts import plans_for
 
     layout.write("override", "hvsupervisor.conf.d/50-sig.conf",
                  "[agent:alpha]\ncommand = /usr/bin/fake-ovs-agent\nstop_signal = SIGKILL\n")
-    plans = build_plans(layout.settings())
+    plans = plans_for(layout.settings())
     assert _stop_signal_for(plans, "/usr/bin/fake-ovs-agent --config-file a") == signal.SIGKILL
     assert _stop_signal_for(plans, "/usr/bin/other") == signal.SIGTERM
 

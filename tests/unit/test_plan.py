@@ -2,12 +2,12 @@
 
 import os
 
-from hvsupervisor.config.plan import build_plan, build_plans
+from hvsupervisor.host.facts import plan_for, plans_for
 
 
 def test_argv_is_command_plus_config_files_in_order(layout):
     s = layout.settings()
-    plan = build_plan(s, s.agents["alpha"])
+    plan = plan_for(s, s.agents["alpha"])
     assert plan.argv == (
         "/bin/true", "--name", "alpha",
         "--config-file", str(layout.defaults / "svc/svc.conf"),
@@ -16,32 +16,32 @@ def test_argv_is_command_plus_config_files_in_order(layout):
 
 
 def test_digest_stable_across_resolutions(layout):
-    a = build_plans(layout.settings())
-    b = build_plans(layout.settings())
+    a = plans_for(layout.settings())
+    b = plans_for(layout.settings())
     assert {n: p.digest for n, p in a.items()} == {n: p.digest for n, p in b.items()}
 
 
 def test_digest_changes_with_file_bytes_only_for_readers(layout):
-    before = build_plans(layout.settings())
+    before = plans_for(layout.settings())
     layout.write("defaults", "svc/alpha.ini", "[alpha]\nmode = b\n")
-    after = build_plans(layout.settings())
+    after = plans_for(layout.settings())
     assert after["alpha"].digest != before["alpha"].digest
     assert after["beta"].digest == before["beta"].digest  # beta does not read alpha.ini
 
 
 def test_snippet_changes_every_reader(layout):
-    before = build_plans(layout.settings())
+    before = plans_for(layout.settings())
     layout.write("override", "svc/svc.conf.d/50-x.conf", "[DEFAULT]\nx = 1\n")
-    after = build_plans(layout.settings())
+    after = plans_for(layout.settings())
     assert after["alpha"].digest != before["alpha"].digest
     assert after["beta"].digest != before["beta"].digest
 
 
 def test_digest_changes_with_environment(layout):
-    before = build_plans(layout.settings())["beta"].digest
+    before = plans_for(layout.settings())["beta"].digest
     cat = layout.defaults / "hvsupervisor.conf"
     cat.write_text(cat.read_text() + "environment = FOO:bar\n")
-    plan = build_plans(layout.settings())["beta"]
+    plan = plans_for(layout.settings())["beta"]
     assert plan.env == {"FOO": "bar"}
     assert plan.digest != before
 
@@ -53,7 +53,7 @@ def test_substitutions_and_bindir_lookup(layout, tmp_path):
         "command = python3 --log {log_dir}/{agent}.log\n"
         "environment = FILES:{config_files},STATE:{state_dir}\n"))
     s = layout.settings()
-    plan = build_plan(s, s.agents["beta"])
+    plan = plan_for(s, s.agents["beta"])
     assert os.path.isabs(plan.argv[0]) and os.path.basename(plan.argv[0]).startswith("python3")
     assert plan.argv[1:3] == ("--log", f"{tmp_path}/log/beta.log")
     assert plan.env["FILES"] == str(layout.defaults / "svc/svc.conf")
@@ -64,14 +64,14 @@ def test_ready_rule_substituted(layout):
     cat = layout.defaults / "hvsupervisor.conf"
     cat.write_text(cat.read_text().replace("ready = notify", "ready = unix:{run_dir}/b.sock"))
     s = layout.settings()
-    plan = build_plan(s, s.agents["beta"])
+    plan = plan_for(s, s.agents["beta"])
     assert (plan.ready.kind, plan.ready.path) == ("unix", f"{layout.root}/run/b.sock")
 
 
 def test_directories_substituted_and_outside_the_digest(layout):
-    before = build_plans(layout.settings())["beta"].digest
+    before = plans_for(layout.settings())["beta"].digest
     cat = layout.defaults / "hvsupervisor.conf"
     cat.write_text(cat.read_text() + "directories = {state_dir}/beta,{state_dir}/beta/x\n")
-    plan = build_plans(layout.settings())["beta"]
+    plan = plans_for(layout.settings())["beta"]
     assert plan.directories == (f"{layout.root}/state/beta", f"{layout.root}/state/beta/x")
     assert plan.digest == before  # making a directory changes nothing the daemon reads

@@ -6,7 +6,7 @@ import pytest
 
 from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.explain import effective
-from hvsupervisor.config.plan import build_plan
+from hvsupervisor.host.facts import plan_for
 
 SNIPPET = """\
 [agent:alpha]
@@ -19,7 +19,7 @@ root_helper = true
 def test_user_run_agent_gets_helper_command_and_root_helper(layout):
     layout.write("override", "hvsupervisor.conf.d/50-user.conf", SNIPPET.format(user="nobody"))
     s = layout.settings()
-    plan = build_plan(s, s.agents["alpha"])
+    plan = plan_for(s, s.agents["alpha"])
     assert plan.identity is not None and plan.identity.uid == 65534
     sock = s.run_dir / "privsep" / "alpha.sock"
     assert plan.env["OS_PRIVSEP__HELPER_COMMAND"].endswith(
@@ -33,23 +33,23 @@ def test_user_run_agent_gets_helper_command_and_root_helper(layout):
     exp = effective(plan).explain("privsep", "helper_command")
     assert "supplied by the supervisor" in exp.source
     # beta runs as root: nothing added, digest as before.
-    beta = build_plan(s, s.agents["beta"])
+    beta = plan_for(s, s.agents["beta"])
     assert beta.identity is None and not beta.supplied
 
 
 def test_identity_is_in_the_digest(layout):
     s = layout.settings()
-    root = build_plan(s, s.agents["alpha"]).digest
+    root = plan_for(s, s.agents["alpha"]).digest
     layout.write("override", "hvsupervisor.conf.d/50-user.conf", SNIPPET.format(user="nobody"))
     s = layout.settings()
-    assert build_plan(s, s.agents["alpha"]).digest != root
+    assert plan_for(s, s.agents["alpha"]).digest != root
 
 
 @pytest.mark.parametrize("user", ["", "root"])
 def test_root_or_empty_keeps_todays_behaviour(layout, user):
     layout.write("override", "hvsupervisor.conf.d/50-user.conf", SNIPPET.format(user=user))
     s = layout.settings()
-    plan = build_plan(s, s.agents["alpha"])
+    plan = plan_for(s, s.agents["alpha"])
     assert plan.identity is None and not plan.supplied
     assert "OS_AGENT__ROOT_HELPER" not in plan.env
 
@@ -59,7 +59,7 @@ def test_missing_user_is_a_located_config_error(layout):
                         SNIPPET.format(user="no-such-user-hv"))
     s = layout.settings()
     with pytest.raises(ConfigError) as err:
-        build_plan(s, s.agents["alpha"])
+        plan_for(s, s.agents["alpha"])
     assert str(err.value).startswith(f"{path}:2: [agent:alpha] user 'no-such-user-hv'")
 
 
@@ -91,12 +91,12 @@ def test_shipped_catalog_as_users_supplies_every_privsep_section(tmp_path):
                     "supplementary_groups =\n"
                     "[agent:nova-compute]\nuser = nobody\nsupplementary_groups =\n")
     s = load_settings(etc, tmp_path)
-    dhcp = build_plan(s, s.agents["neutron-dhcp-agent"])
+    dhcp = plan_for(s, s.agents["neutron-dhcp-agent"])
     assert set(dhcp.supplied) == {
         "OS_PRIVSEP__HELPER_COMMAND", "OS_PRIVSEP_LINK__HELPER_COMMAND",
         "OS_PRIVSEP_NAMESPACE__HELPER_COMMAND", "OS_PRIVSEP_OVS_VSCTL__HELPER_COMMAND",
         "OS_PRIVSEP_DHCP_RELEASE__HELPER_COMMAND", "OS_AGENT__ROOT_HELPER"}
-    nova = build_plan(s, s.agents["nova-compute"])
+    nova = plan_for(s, s.agents["nova-compute"])
     assert set(nova.supplied) == {"OS_NOVA_SYS_ADMIN__HELPER_COMMAND",
                                   "OS_VIF_PLUG_OVS_PRIVILEGED__HELPER_COMMAND",
                                   "OS_PRIVSEP_OSBRICK__HELPER_COMMAND"}
@@ -111,7 +111,7 @@ def test_shipped_catalog_runs_every_agent_as_its_user(tmp_path, shipped_accounts
 
     etc = Path(__file__).resolve().parents[2] / "etc"
     s = load_settings(etc, tmp_path)
-    plans = {name: build_plan(s, s.agents[name]) for name in s.enabled_agents}
+    plans = {name: plan_for(s, s.agents[name]) for name in s.enabled_agents}
     users = {name: p.identity.user for name, p in plans.items()}
     assert users == {"nova-compute": "nova", "nova-api-metadata": "nova",
                      "neutron-openvswitch-agent": "neutron", "neutron-dhcp-agent": "neutron",
@@ -133,4 +133,4 @@ def test_shipped_root_example_opts_all_six_out(tmp_path):
                     tmp_path / "hvsupervisor.conf.d" / "50-root.conf")
     s = load_settings(etc, tmp_path)
     assert {s.agents[name].user for name in s.enabled_agents} == {"root"}
-    assert all(build_plan(s, s.agents[name]).identity is None for name in s.enabled_agents)
+    assert all(plan_for(s, s.agents[name]).identity is None for name in s.enabled_agents)

@@ -2,9 +2,9 @@
 
 import signal
 
-from hvsupervisor.config.plan import build_plan
 from hvsupervisor.core import stopbudget
 from hvsupervisor.core.lifecycle import Signal, StopRequested
+from hvsupervisor.host.facts import plan_for
 from tests.unit.test_lifecycle import make, ready
 
 
@@ -51,7 +51,7 @@ def test_plan_budget_follows_the_agents_snippet(layout):
     layout.write("defaults", "svc/svc.conf.d/99-slow.conf",
                  "[DEFAULT]\ngraceful_shutdown_timeout = 170\n")
     settings = layout.settings()
-    plan = build_plan(settings, settings.agents["alpha"])
+    plan = plan_for(settings, settings.agents["alpha"])
     assert plan.stop_timeout == 180.0
     assert "99-slow.conf:2" in plan.stop_source
 
@@ -67,7 +67,7 @@ def test_check_fails_with_the_arithmetic_when_a_dropin_is_too_short(layout, tmp_
     from pathlib import Path
 
     from hvsupervisor.cmd.check import stop_budget_row
-    from hvsupervisor.config.plan import build_plans
+    from hvsupervisor.host.facts import plans_for
 
     root = tmp_path / "root"
     lib = root / "lib/systemd/system"
@@ -77,7 +77,7 @@ def test_check_fails_with_the_arithmetic_when_a_dropin_is_too_short(layout, tmp_
     layout.write("defaults", "svc/svc.conf.d/99-slow.conf",
                  "[DEFAULT]\ngraceful_shutdown_timeout = 100\n")
     settings = layout.settings()
-    plans = build_plans(settings)
+    plans = plans_for(settings)
     row = stop_budget_row(settings, plans, root)
     assert row.status == "ok", row.detail
     dropin = root / "etc/systemd/system/hvsupervisor.service.d/50-short.conf"

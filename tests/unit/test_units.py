@@ -180,9 +180,9 @@ def test_timeouts_cover_the_shipped_catalog(tmp_path):
     supervisor's degraded READY=1); TimeoutStopSec covers the longest chain of stops of the
     shipped plans, even with stop_dataplane = true (else systemd SIGKILLs mid-drain): the very
     check `hvsupervisor check` runs against the installed unit."""
-    from hvsupervisor.config.plan import build_plans
     from hvsupervisor.config.settings import load_settings
     from hvsupervisor.core import stopbudget
+    from hvsupervisor.host.facts import plans_for
 
     u = parse_unit(SERVICE)
     cat = shipped_catalog()
@@ -190,7 +190,7 @@ def test_timeouts_cover_the_shipped_catalog(tmp_path):
     assert seconds(one(u, "Service", "TimeoutStartSec")) > ready_timeout
     settings = load_settings(UNITS.parent / "etc", tmp_path / "override", str(tmp_path / "s"),
                              str(tmp_path / "l"), str(tmp_path / "r"))
-    plans = build_plans(settings)
+    plans = plans_for(settings)
     budgets = {n: p.stop_timeout for n, p in plans.items()}
     assert budgets["nova-compute"] == 190  # nova's 180 s graceful_shutdown_timeout + margin
     chain = stopbudget.longest_chain({n: p.after for n, p in plans.items()}, budgets)

@@ -13,8 +13,8 @@ import pytest
 
 from hvsupervisor.config import paths
 from hvsupervisor.config.explain import effective
-from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings
+from hvsupervisor.host.facts import plans_for
 
 # The shipped catalog runs the agents as nova/neutron: plans resolve them
 # through stand-in accounts when the host has none (tests/fixtures/accounts.py).
@@ -33,7 +33,7 @@ def plans(tmp_path):
     override = tmp_path / "override"
     settings = load_settings(ETC, override, str(tmp_path / "state"), str(tmp_path / "log"),
                              str(tmp_path / "run"))
-    return tmp_path, build_plans(settings)
+    return tmp_path, plans_for(settings)
 
 
 def test_every_agent_logs_to_its_own_file_and_gets_the_state_dir(plans):
@@ -145,7 +145,7 @@ def test_rpc_target_carries_the_agents_rabbit_tls_options(tmp_path):
                        "[DEFAULT]\ntransport_url = rabbit://nova:s3@mq:5671/\n")
     settings = load_settings(ETC, override, str(tmp_path / "state"), str(tmp_path / "log"),
                              str(tmp_path / "run"))
-    target = rpc_target(build_plans(settings)["nova-compute"])
+    target = rpc_target(plans_for(settings)["nova-compute"])
     assert dict(target.rabbit) == {"ssl": "True", "ssl_ca_file": "/etc/ssl/ca.pem"}
     assert str(target).endswith("via rabbit://nova:****@mq:5671/ (TLS)")
 

@@ -5,8 +5,8 @@ unknown keys are reported with file:line. Each case here was accepted before."""
 import pytest
 
 from hvsupervisor.config.errors import ConfigError
-from hvsupervisor.config.plan import build_plans
 from hvsupervisor.core.restart_policy import RestartPolicy
+from hvsupervisor.host.facts import plans_for
 from hvsupervisor.supervisor.agent import restart_policy as _policy
 
 
@@ -18,7 +18,7 @@ def _load(layout, text, rel="hvsupervisor.conf.d/90-x.conf"):
 def _refused(layout, text):
     p = layout.write("override", "hvsupervisor.conf.d/90-x.conf", text)
     with pytest.raises(ConfigError) as err:
-        build_plans(layout.settings())
+        plans_for(layout.settings())
     return p, err.value
 
 
@@ -57,7 +57,7 @@ def test_out_of_bounds_refused_with_file_and_line(layout, section, line):
 ])
 def test_edges_inside_bounds_accepted(layout, line):
     _, settings = _load(layout, f"[supervisor]\n{line}\n")
-    build_plans(settings)
+    plans_for(settings)
     _policy(settings)  # what run builds from them: must not raise
 
 
@@ -77,7 +77,7 @@ def test_parse_error_names_file_line_section_never_the_line(layout):
     p = layout.write("override", "svc/svc.conf.d/10-db.conf",
                      "[database]\nconnection = x\npassword S3cretPass\n")
     with pytest.raises(ConfigError) as err:
-        build_plans(layout.settings())
+        plans_for(layout.settings())
     assert (err.value.path, err.value.line) == (str(p), 3)
     assert "[database]" in str(err.value) and "S3cretPass" not in str(err.value)
 
@@ -97,7 +97,7 @@ def test_bad_agent_names_refused_at_their_header(layout, name):
 def test_good_agent_names(layout, name):
     _, settings = _load(layout, f"[DEFAULT]\nenabled_agents = {name}\n"
                                 f"[agent:{name}]\ncommand = /bin/true\n")
-    assert list(build_plans(settings)) == [name]
+    assert list(plans_for(settings)) == [name]
 
 
 def test_unknown_keys_and_sections_warn_with_file_and_line(layout):

@@ -1,4 +1,4 @@
-"""What running an agent as a user adds to its plan (pure but for NSS lookups).
+"""What running an agent as a user adds to its plan (pure: the identity comes from HostFacts).
 
 When ``[agent:NAME] user`` names a non-root user, the plan gets:
 
@@ -19,9 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from hvsupervisor.config.errors import ConfigError
+from hvsupervisor.config.host_facts import ROOT_NAMES, HostFacts, Identity, user_key
 from hvsupervisor.config.parse import parse_file
-from hvsupervisor.privsep import identity as identity_mod
-from hvsupervisor.privsep.grants import Grant
 
 CLIENT = "hvsupervisor-privsep"
 SOCK_DIR = "privsep"  # under run_dir
@@ -40,21 +39,26 @@ def _where(catalog_files, section: str, option: str) -> tuple[str | None, int | 
     return None, None
 
 
-def resolve_identity(settings, spec) -> identity_mod.Identity | None:
-    """The agent's Identity, or None for root; ConfigError (file:line) if unknown."""
-    try:
-        return identity_mod.resolve(spec.user, spec.group, spec.supplementary_groups)
-    except identity_mod.IdentityError as exc:
+def resolve_identity(settings, spec, facts: HostFacts) -> Identity | None:
+    """The agent's Identity from the host facts, or None for root; ConfigError
+    (the catalog's file:line of ``user``) when the host has no such user or group."""
+    if spec.user in ROOT_NAMES:
+        # The opt-out: group and supplementary_groups (shipped for the day a
+        # site sets user) mean nothing for root.
+        return None
+    found = facts.identity(user_key(spec.user, spec.group, spec.supplementary_groups))
+    if isinstance(found, str):
         section = f"agent:{spec.name}"
         path, line = _where(settings.files, section, "user")
-        raise ConfigError(f"[{section}] {exc}", path, line) from None
+        raise ConfigError(f"[{section}] {found}", path, line)
+    return found
 
 
 def client_command(bindir: Path, run_dir: Path, agent: str) -> str:
     return f"{Path(bindir) / CLIENT} --broker {broker_socket(run_dir, agent)}"
 
 
-def supplied_env(spec, ident: identity_mod.Identity | None, bindir: Path,
+def supplied_env(spec, ident: Identity | None, bindir: Path,
                  run_dir: Path) -> dict[str, str]:
     """The oslo.config environment the supervisor adds for a user-run agent."""
     if ident is None:
@@ -65,16 +69,3 @@ def supplied_env(spec, ident: identity_mod.Identity | None, bindir: Path,
     if spec.root_helper:
         env["OS_AGENT__ROOT_HELPER"] = f"{client} root-helper"
     return env
-
-
-def grant(plan) -> Grant | None:
-    """What the broker allows this plan's agent; None when it runs as root."""
-    ident = plan.identity
-    if ident is None:
-        return None
-    config_args: list[str] = []
-    for f in plan.files:
-        config_args += ["--config-file", f.path]
-    return Grant(agent=plan.agent, uid=ident.uid, gid=ident.gid,
-                 contexts=frozenset(plan.privsep_contexts), root_helper=plan.root_helper,
-                 config_args=tuple(config_args), env=dict(plan.env))
