@@ -45,8 +45,9 @@ PYTHON = sys.executable
 BINDIR = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "testcloud"):  # hvsupervisor and hvtestcloud from this checkout
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from hvtestcloud.waiting import wait_until  # noqa: E402
 

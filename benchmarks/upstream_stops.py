@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "testcloud")]  # hvsupervisor, hvtestcloud
 
 from hvtestcloud.waiting import wait_until  # noqa: E402
 

@@ -103,17 +103,17 @@ class Broker:
     def sock_path(self, agent: str) -> Path:
         return self.sock_dir / f"{agent}.sock"
 
-    def configure(self, grants: Mapping[str, grants.Grant]) -> None:
+    def configure(self, allowed: Mapping[str, grants.Grant]) -> None:
         """Listen for exactly these agents; a changed uid/gid gets a new socket."""
         self.sock_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
         os.chmod(self.sock_dir, 0o711)
         for name in list(self._listeners):
             old = self._grants.get(name)
-            new = grants.get(name)
+            new = allowed.get(name)
             if new is None or (old and (old.uid, old.gid) != (new.uid, new.gid)):
                 self._unlisten(name)
-        self._grants = dict(grants)
-        for name, grant in grants.items():
+        self._grants = dict(allowed)
+        for name, grant in allowed.items():
             if name not in self._listeners:
                 self._listen(grant)
 

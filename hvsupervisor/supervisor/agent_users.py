@@ -47,8 +47,8 @@ class UserAgents:
     def _configure_broker(self, plans: dict[str, Plan]) -> None:
         if self.broker is None:
             return
-        grants = {n: g for n, p in plans.items() if (g := grants.grant_for(p)) is not None}
-        if grants:
+        allowed = {n: g for n, p in plans.items() if (g := grants.grant_for(p)) is not None}
+        if allowed:
             for d in (self.settings.run_dir, self.settings.run_dir / "notify",
                       self.settings.log_dir):
                 os.chmod(d, TRAVERSE)
@@ -56,7 +56,7 @@ class UserAgents:
                 if not d.stat().st_mode & 0o001:
                     LOG.warning("event=not-traversable path=%s: agents that run as users "
                                 "cannot reach their sockets or logs below it", d)
-        self.broker.configure(grants)
+        self.broker.configure(allowed)
 
     def _close_broker(self) -> None:
         if self.broker is not None:

@@ -77,7 +77,7 @@ def _wal(db_dir: Path) -> None:
 
 
 def wait_until(pred: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
-    """hvsupervisor.waiting.wait_until, polling gently: many probes here spawn processes."""
+    """hvtestcloud.waiting.wait_until, polling gently: many probes here spawn processes."""
     return _wait_until(pred, timeout, what, interval)
 
 

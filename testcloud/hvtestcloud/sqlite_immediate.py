@@ -1,7 +1,7 @@
 """Run a demo-cloud daemon whose SQLite transactions take the write lock first.
 
-    python -m hvsupervisor.demo.sqlite_immediate /venv/bin/neutron-rpc-server ARGS...
-    python -m hvsupervisor.demo.sqlite_immediate -m hvsupervisor.agents.wsgi ARGS...
+    python -m hvtestcloud.sqlite_immediate /venv/bin/neutron-rpc-server ARGS...
+    python -m hvtestcloud.sqlite_immediate -m hvsupervisor.agents.wsgi ARGS...
 
 Why (doc/upstream-behaviour.md section 14, "sqlite"): oslo.db turns off
 pysqlite's own transaction handling and sends a plain ``BEGIN`` (deferred)
@@ -61,7 +61,7 @@ def install() -> None:
 
 def main(argv: list[str]) -> None:
     if not argv or (argv[0] == "-m" and len(argv) < 2):
-        sys.exit("usage: python -m hvsupervisor.demo.sqlite_immediate "
+        sys.exit("usage: python -m hvtestcloud.sqlite_immediate "
                  "(SCRIPT | -m MODULE) [ARGS...]")
     install()
     if argv[0] == "-m":

@@ -125,7 +125,7 @@ class Rig:
         sock = self.broker.sock_path(agent)
         return {"PATH": f"{BINDIR}:{broker_mod.ROOT_PATH}", "PYTHONPATH": PYTHONPATH,
                 "HOME": "/nonexistent", "TMPDIR": "/tmp",
-                SECTION_ENV: f"{PY} -m hvsupervisor.privsep.client --broker {sock} "
+                SECTION_ENV: f"{PY} -m hvsupervisor.privsep.helper_client --broker {sock} "
                              "privsep-helper", **extra}
 
     def start(self, agent: str, ident: identity.Identity, argv: list[str],
