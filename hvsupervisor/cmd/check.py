@@ -19,7 +19,7 @@ from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.explain import effective
 from hvsupervisor.config.settings import CONF_D, load_settings
 from hvsupervisor.core import stopbudget
-from hvsupervisor.host import preflight
+from hvsupervisor.host import migration_probe, preflight
 from hvsupervisor.host.wiring import gate_settings
 from hvsupervisor.privsep.checks import user_rows
 from hvsupervisor.systemd import unitfile
@@ -74,6 +74,17 @@ def _db_sources(plans: dict, agent: str) -> dict[str, str | None] | None:
     return out
 
 
+def migration_rows(plans: dict) -> list[preflight.CheckRow]:
+    """Can this node receive a live and a cold migration (nova-compute's config)?"""
+    plan = plans.get("nova-compute")
+    if plan is None or "libvirt" not in plan.host_gates:
+        return []
+    cfg = migration_probe.nova_config(effective(plan).lookup)
+    user = plan.identity.user if plan.identity is not None else "root"
+    return [migration_probe.check_live_migration(cfg),
+            migration_probe.check_cold_migration(cfg.cold_inbound_addr, user)]
+
+
 def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
     defaults = Path(args.defaults_dir or paths.defaults_dir())
     override = Path(args.override_dir or paths.DEFAULT_OVERRIDE_DIR)
@@ -109,6 +120,7 @@ def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
         rows.append(stop_budget_row(settings, plans))
         rows += preflight.check_nova_db(_db_sources(plans, "nova-api-metadata"),
                                         _db_sources(plans, "nova-compute"))
+        rows += migration_rows(plans)
     rows += preflight.run_checks(libvirt_uri=uri, ovsdb=ovs, ensure_bridges=ensure,
                                  dirs=dirs, confd_dirs=_confd_dirs(defaults, override, confd))
     return rows
