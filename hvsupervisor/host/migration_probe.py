@@ -94,7 +94,7 @@ def _answer(uri: str, timeout: float) -> tuple[str | None, str]:
 
 
 def gather(cfg: mig.MigrationConfig, *, qemu_conf: Path = QEMU_CONF,
-           tables: tuple[Path, ...] = PROC_TCP, timeout: float = 10.0) -> mig.MigrationFacts:
+           tables: tuple[Path, ...] = PROC_TCP, timeout: float = 30.0) -> mig.MigrationFacts:
     """Look at this host in the order the verdict reads the facts; stop at the first gap."""
     try:
         conf = mig.parse_qemu_conf(qemu_conf.read_text())

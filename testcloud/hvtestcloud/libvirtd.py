@@ -82,6 +82,9 @@ class LibvirtDaemon:
     # connects too, as to Debian's packaged libvirtd; its socket dir must then
     # be searchable by nova (``root`` not under a 0700 dir).
     sock_group: str = "root"
+    # An address to listen on with qemu+tcp (port 16509, auth none: tests only;
+    # README "Live migration" has the production TLS setup). Empty: unix only.
+    tcp_address: str = ""
     holder: subprocess.Popen[bytes] | None = None
     proc: subprocess.Popen[bytes] | None = None
     timings: list[tuple[str, float]] = dataclasses.field(default_factory=list)
@@ -93,6 +96,11 @@ class LibvirtDaemon:
     @property
     def uri(self) -> str:
         return f"qemu+unix:///system?socket={self.socket}"
+
+    @property
+    def tcp_uri(self) -> str:
+        """The migration URI of this libvirtd (nova's qemu+tcp rule), if it listens on tcp."""
+        return f"qemu+tcp://{self.tcp_address}/system" if self.tcp_address else ""
 
     @property
     def pid(self) -> int | None:
@@ -114,6 +122,8 @@ class LibvirtDaemon:
             'unix_sock_rw_perms = "0770"\n'
             'auth_unix_ro = "none"\n'
             'auth_unix_rw = "none"\n'
+            + (f'listen_tcp = 1\nlisten_tls = 0\nlisten_addr = "{self.tcp_address}"\n'
+               'tcp_port = "16509"\nauth_tcp = "none"\n' if self.tcp_address else "")
         )
         with open(self.root / "virtlogd.out", "ab") as log:
             net = ["nsenter", f"--net=/run/netns/{self.netns}", "--"] if self.netns else []
@@ -141,7 +151,8 @@ class LibvirtDaemon:
             self.proc = subprocess.Popen(
                 ["nsenter", "-t", str(self.holder.pid), "-m", *(["-n"] if self.netns else []),
                  "--",
-                 "libvirtd", "--config", str(self.root / "libvirtd.conf"),
+                 "libvirtd", *(["--listen"] if self.tcp_address else []),
+                 "--config", str(self.root / "libvirtd.conf"),
                  "--pid-file", str(self.root / "libvirtd.pid")],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )

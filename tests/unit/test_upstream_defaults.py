@@ -92,6 +92,10 @@ def test_defaults_are_the_supported_node(plans):
     assert nova.lookup("DEFAULT", "compute_driver") == "libvirt.LibvirtDriver"
     assert nova.lookup("libvirt", "virt_type") == "kvm"
     assert nova.lookup("DEFAULT", "use_stderr") == "false"
+    # Live migration: sources reach this node at my_ip (unset here: nova's default).
+    assert nova.lookup("libvirt", "live_migration_inbound_addr") == "$my_ip"
+    assert nova.lookup("libvirt", "live_migration_scheme") == "tcp"
+    assert nova.lookup("libvirt", "live_migration_uri") is None
     for agent in ("neutron-dhcp-agent", "neutron-l3-agent"):
         assert effective(p[agent]).lookup("DEFAULT", "interface_driver") == "openvswitch"
     ovs = effective(p["neutron-openvswitch-agent"])
