@@ -36,9 +36,19 @@ def status_table(node: NodeStatus) -> str:
                                    and f"restart pending: {a.restart_pending}") if r),
              _probe_error(a))
             for a in node.agents]
-    return f"{node.status}\ncontrol_plane: {node.control_plane}\n" + table(
+    return f"{node.status}\ncontrol_plane: {node.control_plane}\n" + _compute_lines(node) + table(
         ["agent", "state", "pid", "ready", "health", "last probe", "restarts", "last exit",
          "reason", "last probe error"], rows)
+
+
+def _compute_lines(node: NodeStatus) -> str:
+    """"instances: 3 (libvirt)" and "compute service disabled: no" (or why unknown)."""
+    if node.instances is None and not node.compute_disabled_reason:
+        return ""  # no nova-compute on this node
+    count = "unknown" if node.instances is None else str(node.instances)
+    why = f" ({node.compute_disabled_reason})" if node.compute_disabled_reason else ""
+    return (f"instances: {count} (running guests, from libvirt)\n"
+            f"compute service disabled in nova: {node.compute_disabled}{why}\n")
 
 
 def _last_probe(a: AgentStatus) -> str:

@@ -233,6 +233,7 @@ class ControlServer:
         cmd = request["cmd"]
         if cmd == "status":
             sup.refresh_pending()
+            await sup.refresh_instances()
             return {"ok": True, **sup.node_status().to_primitive()}
         if cmd == "plans":
             return {"ok": True, "agents": sup.plans_json()}

@@ -90,15 +90,28 @@ class NodeStatus:
     # reachable | unreachable | unknown: the agents' message bus, as the latest
     # RPC probe found it (doc/health.md).
     control_plane: str = "unknown"
+    # The guests libvirtd runs for nova-compute (active domains on its libvirt
+    # URI), counted through the libvirt gate; None: not known (no nova-compute,
+    # libvirtd not answering). doc/upstream-behaviour.md section 17.
+    instances: int | None = None
+    # Whether nova has this node's compute service disabled: "yes" | "no" |
+    # "unknown", and why it is unknown (the record is the control plane's).
+    compute_disabled: str = "unknown"
+    compute_disabled_reason: str = ""
 
     def to_primitive(self) -> dict[str, Any]:
         return {"version": self.VERSION, "ready": self.ready, "status": self.status,
-                "control_plane": self.control_plane,
+                "control_plane": self.control_plane, "instances": self.instances,
+                "compute_disabled": self.compute_disabled,
+                "compute_disabled_reason": self.compute_disabled_reason,
                 "agents": [a.to_primitive() for a in self.agents]}
 
     @classmethod
     def from_primitive(cls, data: Mapping[str, Any]) -> NodeStatus:
         return cls(ready=bool(data.get("ready")), status=data.get("status") or "",
                    agents=tuple(AgentStatus.from_primitive(a) for a in data.get("agents", ())),
-                   control_plane=data.get("control_plane") or "unknown")
+                   control_plane=data.get("control_plane") or "unknown",
+                   instances=data.get("instances"),
+                   compute_disabled=data.get("compute_disabled") or "unknown",
+                   compute_disabled_reason=data.get("compute_disabled_reason") or "")
 

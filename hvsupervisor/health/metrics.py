@@ -23,6 +23,9 @@ Series (labels ``agent``):
 * ``hvsupervisor_agent_probe_duration_seconds``, ``..._probe_timestamp_seconds``;
 * ``hvsupervisor_agent_probe_failures``: consecutive unanswered probes;
 * ``hvsupervisor_control_plane_reachable``: 1, 0, or -1 when not known yet;
+* ``hvsupervisor_compute_instances``: guests running here (libvirt), -1 not known;
+* ``hvsupervisor_compute_service_disabled``: 1, 0, or -1 when not known (always,
+  for now: supervisor/instances.py says why);
 * ``hvsupervisor_ready``: READY=1 was sent and every agent is ready;
 * ``hvsupervisor_info{version}``: 1.
 """
@@ -127,6 +130,13 @@ def build_registry(node: NodeStatus) -> CollectorRegistry:
                "1 if the agents' message bus is reachable, 0 if not, -1 not known yet.",
                registry=reg)
     cp.set({"reachable": 1, "unreachable": 0}.get(node.control_plane, -1))
+    if node.instances is not None or node.compute_disabled_reason:  # nova-compute runs here
+        Gauge("hvsupervisor_compute_instances",
+              "Guests running on this node (libvirt's active domains), -1 if not known.",
+              registry=reg).set(-1 if node.instances is None else node.instances)
+        Gauge("hvsupervisor_compute_service_disabled",
+              "1 if nova has this node's compute service disabled, 0 if not, -1 not known.",
+              registry=reg).set({"yes": 1, "no": 0}.get(node.compute_disabled, -1))
     Gauge("hvsupervisor_ready", "1 if READY=1 was sent and every agent is ready.",
           registry=reg).set(1 if node.ready else 0)
     Gauge("hvsupervisor_info", "The supervisor's version.", ["version"],

@@ -224,6 +224,19 @@ class LibvirtGate(RetryingGate):
     async def _probe_async(self, libvirt: Any) -> GateStatus:
         return self._probe_sync(libvirt)
 
+    def count_instances(self) -> concurrent.futures.Future[int] | None:
+        """The active domains on the open connection (nova's own instance count,
+        doc/upstream-behaviour.md section 17), on the event thread; None while shut."""
+        conn = self._conn
+        events = _EventThread.running()
+        if conn is None or events is None:
+            return None
+
+        async def count() -> int:
+            return int(conn.numOfDomains())
+
+        return events.submit(count())
+
     # -- watch ------------------------------------------------------------
     async def start(self, on_change: Callable[[GateStatus], None]) -> None:
         if _import_libvirt() is None:

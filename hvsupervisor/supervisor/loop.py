@@ -66,6 +66,7 @@ from hvsupervisor.process.records import AgentRecord
 from hvsupervisor.supervisor.agent import Agent, lean, ready_kind, restart_policy
 from hvsupervisor.supervisor.agent_users import UserAgents
 from hvsupervisor.supervisor.health_watch import Health
+from hvsupervisor.supervisor.instances import Instances
 from hvsupervisor.supervisor.reload import Reloading
 from hvsupervisor.supervisor.reporting import Reporting
 from hvsupervisor.supervisor.shutdown import Stopping
@@ -81,7 +82,7 @@ class ShuttingDown(Exception):
     that nothing would stop."""
 
 
-class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
+class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents, Instances):
     """Runs the enabled agents of ``settings`` until asked to stop."""
 
     def __init__(
@@ -332,6 +333,8 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents):
             raise ShuttingDown(f"not {verb}ing {name}: the supervisor is stopping")
         event = operator_event(verb)
         LOG.info("event=%s-requested agent=%s", verb, name)
+        if verb == "stop" and "libvirt" in self.agents[name].plan.host_gates:
+            self._background(self.note_instances_on_stop(name), "instance count")
         self._post(name, event)
         self._drain()
 

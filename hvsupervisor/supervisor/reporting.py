@@ -121,6 +121,7 @@ class Reporting:
         every = self.settings.supervisor.code_check_interval
         if every and time.monotonic() - self._pending_checked >= every:
             self.refresh_pending()
+            self._background(self.refresh_instances(), "instance count")  # instances.py
         due = time.monotonic() + interval / 2
         self._watchdog = self._loop.call_later(interval / 2, self._watchdog_tick, interval, due)
 
@@ -136,5 +137,7 @@ class Reporting:
                                 restart_pending=a.pending)
             for a in self.agents.values())
         ready = self._ready_sent and bool(agents) and all(a.ready for a in agents)
+        disabled, why = self.compute_disabled()
         return NodeStatus(ready=ready, status=self._status, agents=agents,
-                          control_plane=self.control_plane)
+                          control_plane=self.control_plane, instances=self.instances,
+                          compute_disabled=disabled, compute_disabled_reason=why)

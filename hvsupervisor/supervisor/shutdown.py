@@ -110,6 +110,7 @@ class Stopping:
         self.notifier.stopping("stopping agents")
         if self._ready_timer is not None:
             self._ready_timer.cancel()
+        await self.note_instances_on_stop("hvsupervisor")  # supervisor/instances.py
         await self._stop_agents()
         await self.prober.close()  # ours, not something an agent left behind
         await self._stop_dataplane()
