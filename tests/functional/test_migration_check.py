@@ -1,6 +1,6 @@
 """``check``'s "can receive a live migration" row against a real libvirtd on tcp.
 
-A private libvirtd (hvsupervisor/demo/libvirtd.py) listens with qemu+tcp on a
+A private libvirtd (testcloud/hvtestcloud/libvirtd.py) listens with qemu+tcp on a
 loopback address of its own (127.x.y.z, port 16509: the port a migration URI
 implies), so neither the host's libvirtd nor another test's is in the way.
 The row is built from the shipped nova config plus a site snippet, exactly as
@@ -16,11 +16,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from hvtestcloud.libvirtd import LibvirtDaemon, missing
 
 from hvsupervisor.cmd.check import migration_rows
 from hvsupervisor.config.plan import build_plans
 from hvsupervisor.config.settings import load_settings
-from hvsupervisor.demo.libvirtd import LibvirtDaemon, missing
 from hvsupervisor.host import preflight
 
 pytestmark = pytest.mark.functional

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prometheus_client.exposition import generate_latest
 
+from hvsupervisor.cmd.render import status_table
+from hvsupervisor.core.agent_status import NodeStatus
 from hvsupervisor.health.metrics import build_registry
-from hvsupervisor.objects.status import NodeStatus
-from hvsupervisor.render import status_table
 
 WHY = "nova keeps it in the cell database and placement"
 
