@@ -292,10 +292,14 @@ class ColdMigrationFacts:
     login_shell: str = ""
     home: str = ""
     authorized_keys: bool = False
+    resolve_error: str = ""    # the address did not resolve here
 
 
 def cold_migration_verdict(f: ColdMigrationFacts) -> tuple[Status, str]:
     """``warn`` with the first missing piece (cold migration is optional), else ``ok``."""
+    if f.resolve_error:
+        return "warn", (f"[libvirt] migration_inbound_addr {f.addr} does not resolve here: "
+                        f"{f.resolve_error}")
     if not f.local:
         return "warn", (f"[libvirt] migration_inbound_addr {f.addr} is not an address of this "
                         "host: sources would copy disks to another machine")

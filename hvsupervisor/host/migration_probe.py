@@ -151,7 +151,7 @@ def check_cold_migration(addr: str, user: str,
     ``user`` (nova-compute's) can log in with a key."""
     import pwd
 
-    resolved, _why = resolve(addr)
+    resolved, why = resolve(addr)
     local = [a for a in resolved if is_local(a)]
     sshd = any(mig.listens_on(listeners(tables), a, 22) for a in local) if local else None
     try:
@@ -165,6 +165,7 @@ def check_cold_migration(addr: str, user: str,
     except OSError:
         has_keys = False
     facts = mig.ColdMigrationFacts(addr=addr, local=bool(local), sshd=sshd, user=user,
-                                   login_shell=shell, home=home, authorized_keys=has_keys)
+                                   login_shell=shell, home=home, authorized_keys=has_keys,
+                                   resolve_error=why)
     status, detail = mig.cold_migration_verdict(facts)
     return CheckRow("can receive a cold migration", status, detail)

@@ -202,6 +202,8 @@ COLD = mig.ColdMigrationFacts(addr="10.0.0.5", local=True, sshd=True, user="nova
 @pytest.mark.parametrize(("change", "expect"), [
     ({}, "ok"),
     ({"local": False}, "not an address of this host"),
+    ({"local": False, "resolve_error": "Name or service not known"},
+     "does not resolve here: Name or service not known"),
     ({"sshd": False}, "no sshd listens on 10.0.0.5:22"),
     ({"login_shell": "/usr/sbin/nologin"}, "usermod -s /bin/sh nova"),
     ({"login_shell": ""}, "login shell is unset"),
