@@ -19,7 +19,7 @@ import pytest
 from hvtestcloud.libvirtd import LibvirtDaemon, missing
 
 from hvsupervisor.cmd.check import migration_rows
-from hvsupervisor.config.plan import build_plans
+from hvsupervisor.cmd.common import plans_for_run
 from hvsupervisor.config.settings import load_settings
 from hvsupervisor.host import preflight
 
@@ -69,7 +69,7 @@ def _row(tmp_path, libvirt: dict[str, str]) -> preflight.CheckRow:
     over_cat.write_text("[agent:nova-compute]\nuser = root\n")  # no nova account needed
     settings = load_settings(REPO / "etc", over, str(root / "s"), str(root / "l"),
                              str(root / "r"))
-    rows = migration_rows(build_plans(settings))
+    rows = migration_rows(plans_for_run(settings))  # what `check` builds
     assert [r.name for r in rows] == ["can receive a live migration",
                                       "can receive a cold migration"]
     return rows[0]
