@@ -13,6 +13,11 @@ running process with ``py-spy dump`` (``--py-spy PATH``; py-spy from PyPI).
 ``--graceful N``: a ``[DEFAULT] graceful_shutdown_timeout`` snippet (unset:
 nova's own 180). ``--manager N``: ``[DEFAULT] manager_shutdown_timeout``.
 
+``--supervised``: instead, nova-compute under ``hvsupervisor run`` with the
+shipped catalog (its ``stop_drained`` rule), stopped through the control
+socket: the time until the supervisor reports it stopped, its last exit, and
+whether the drained line or the kill timer ended it.
+
 Prints one JSON line (exit time, rc, nova's shutdown log lines after the
 signal, the dump); nothing here asserts a timing.
 """
@@ -65,13 +70,47 @@ def _node(cp, libvirtd, root: Path, graceful: int | None, manager: int | None):
     })
     settings = load_settings(REPO / "etc", override, str(root / "state"),
                              str(root / "log"), str(root / "run"))
-    return plans_for(settings)["nova-compute"]
+    return plans_for(settings)
+
+
+def measure_supervised(cp, libvirtd, root: Path, args) -> dict:
+    from hvsupervisor.control.client import call
+    from tests.fixtures.controlplane import Node, spawn_supervisor
+
+    plans = _node(cp, libvirtd, root, args.graceful, args.manager)
+    node = Node(root=root, override=root / "override", state_dir=root / "state",
+                log_dir=root / "log", run_dir=root / "run", plans=plans)
+    started = time.time()
+    spawn_supervisor(cp, node)
+    out: dict = {"graceful_shutdown_timeout": args.graceful,
+                 "manager_shutdown_timeout": args.manager,
+                 "stop_timeout": plans["nova-compute"].stop_timeout}
+    try:
+        wait_until(lambda: node.status()["nova-compute"]["ready"], 240, "nova-compute ready")
+        out["ready_s"] = round(time.time() - started, 1)
+        time.sleep(args.settle)  # a fixed pause on purpose: "idle for a while", not a sync
+        sup_log = root / "hvsupervisor.out"
+        offset = sup_log.stat().st_size
+        t0 = time.monotonic()
+        call(node.control_socket, {"cmd": "stop"}, timeout=60)
+        wait_until(lambda: node.status()["nova-compute"]["state"] == "stopped",
+                   args.patience, "nova-compute stopped", interval=0.1)
+        out["stop_s"] = round(time.monotonic() - t0, 2)
+        out["last_exit"] = node.status()["nova-compute"]["last_exit"]
+        with open(sup_log, errors="replace") as f:
+            f.seek(offset)
+            text = f.read()
+        out["ended_by"] = ("stop_drained" if "event=drained agent=nova-compute" in text
+                           else "SIGKILL" if "signal=SIGKILL" in text else "itself")
+    finally:
+        node.supervisor.stop(timeout=args.patience)
+    return out
 
 
 def measure(cp, libvirtd, root: Path, args) -> dict:
     from tests.e2e import controlplane as cpmod
 
-    plan = _node(cp, libvirtd, root, args.graceful, args.manager)
+    plan = _node(cp, libvirtd, root, args.graceful, args.manager)["nova-compute"]
     log = root / "log" / "nova-compute.log"
     for d in plan.directories:
         Path(d).mkdir(parents=True, exist_ok=True, mode=0o711)
@@ -122,6 +161,7 @@ def main() -> int:
     ap.add_argument("--patience", type=float, default=220.0)
     ap.add_argument("--dump-after", type=float, default=15.0)
     ap.add_argument("--py-spy", default="py-spy")
+    ap.add_argument("--supervised", action="store_true")
     args = ap.parse_args()
     from hvtestcloud.libvirtd import LibvirtDaemon, fix_kvm_permissions
 
@@ -135,9 +175,13 @@ def main() -> int:
         try:
             libvirtd.setup()
             libvirtd.start()
-            res = measure(cp, libvirtd, root / "node", args)
-            print(json.dumps({"figure": "libvirt_compute_sigterm_idle", "unit": "s",
-                              "results": res}), flush=True)
+            if args.supervised:
+                res = measure_supervised(cp, libvirtd, root / "node", args)
+                figure = "libvirt_compute_supervised_stop_idle"
+            else:
+                res = measure(cp, libvirtd, root / "node", args)
+                figure = "libvirt_compute_sigterm_idle"
+            print(json.dumps({"figure": figure, "unit": "s", "results": res}), flush=True)
         finally:
             libvirtd.teardown()
             cp.stop()

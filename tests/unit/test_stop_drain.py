@@ -49,7 +49,7 @@ BUSY = [
     P + "nova.manager [-] Graceful shutdown: task completed: set_host_enabled (instance: "
         "None, request_id: req-1, elapsed: 12.0, remaining in-progress tasks: 0)",
     P + "nova.manager [-] Graceful shutdown timed out with 1 tasks still in progress: "
-        "build_and_run_instance(instance=u, request_id=r, elapsed=140.0) (completed tasks: "
+        "build_instance(instance=u, request_id=r, elapsed=140.0) (completed tasks: "
         "0, failed tasks: 0)",
     P + "nova.manager [-] Graceful shutdown: new task started after shutdown initiated: "
         "live_migration (instance: u, request_id: r, start_time: 1.0)",
