@@ -257,6 +257,23 @@ agent_opts = [
         "daemon (doc/upstream-behaviour.md).",
     ),
     cfg.Opt(
+        "stop_drained",
+        type=hvtypes.Pattern(),
+        default="",
+        help="A regular expression for the line an agent writes to its own log "
+        "(<log_dir>/<agent>.log) once its graceful stop has nothing left in flight. "
+        "When a line written after stop_signal matches, stop_drained_signal goes to its "
+        "main pid at once; SIGKILL after stop_timeout stays the backstop. For a daemon "
+        "that finishes its work and then hangs in its own teardown (nova-compute 34 "
+        "with the libvirt driver: doc/upstream-behaviour.md section 18). Empty: off.",
+    ),
+    cfg.StrOpt(
+        "stop_drained_signal",
+        default="SIGKILL",
+        choices=["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL"],
+        help="The signal sent when the stop_drained line appears.",
+    ),
+    cfg.Opt(
         "stop_timeout",
         type=hvtypes.Seconds(max=3600),
         default=None,

@@ -25,6 +25,7 @@ from hvsupervisor.config.host_facts import HostFacts, Identity
 from hvsupervisor.config.parse import ParsedFile, parse_file
 from hvsupervisor.config.settings import AgentSpec, ReadyRule, Settings, service_of
 from hvsupervisor.core import stopbudget
+from hvsupervisor.core.stop_drain import DrainRule
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
@@ -51,6 +52,8 @@ class Plan:
     # the next stop, without a restart).
     stop_signal: int = signal.SIGTERM
     stop_source: str = ""
+    # Escalate when the stopping agent logs that it has drained (core/stop_drain.py).
+    stop_drain: DrainRule | None = None
     # Made before each start; not in the digest: creating a directory changes
     # nothing the running daemon sees.
     directories: tuple[str, ...] = ()
@@ -202,6 +205,8 @@ def build_plan(settings: Settings, spec: AgentSpec, facts: HostFacts,
         stop_timeout=budget.seconds,
         stop_signal=spec.stop_signal,
         stop_source=budget.source,
+        stop_drain=(DrainRule(spec.stop_drained, spec.stop_drained_signal)
+                    if spec.stop_drained else None),
         directories=tuple(sub(d, "directories") for d in spec.directories),
         parsed=tuple(parsed),
         identity=ident,

@@ -52,6 +52,9 @@ class AgentSpec:
     environment: tuple[tuple[str, str], ...]
     directories: tuple[str, ...] = ()
     stop_signal: int = signal.SIGTERM
+    # The drained-line rule (core/stop_drain.py): "" is off.
+    stop_drained: str = ""
+    stop_drained_signal: int = signal.SIGKILL
     stop_margin: float = 10.0
     graceful_shutdown_default: float = 60.0
     # Who the agent runs as (privsep/identity.py); "" = root, as before.
@@ -307,6 +310,8 @@ def _agent(conf: cfg.ConfigOpts, loc: _Locator, name: str) -> AgentSpec:
         ready=get("ready")[0],
         stop_timeout=get("stop_timeout")[0],
         stop_signal=signal.Signals[get("stop_signal")[0]].value,
+        stop_drained=get("stop_drained")[0],
+        stop_drained_signal=signal.Signals[get("stop_drained_signal")[0]].value,
         stop_margin=get("stop_margin")[0],
         graceful_shutdown_default=get("graceful_shutdown_default")[0],
         environment=tuple(sorted(env.items())),

@@ -101,3 +101,19 @@ class ReadyText(types.String):
         text = super().__call__(value)
         ReadyRule.parse(text)
         return text
+
+
+class Pattern(types.String):
+    """A regular expression (Python's ``re``), compiled once here so that a bad
+    one is an error naming its file and line, not a failure at the next stop."""
+
+    def __init__(self) -> None:
+        super().__init__(type_name="regular expression")
+
+    def __call__(self, value):
+        text = super().__call__(value)
+        try:
+            re.compile(text)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return text

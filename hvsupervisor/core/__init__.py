@@ -2,7 +2,8 @@
 
 ``lifecycle`` (one agent's state machine: events in, actions out),
 ``restart_policy`` (backoff and flapping), ``deps`` (start and stop order),
-``stopbudget`` (how long stops may take), ``dataplane`` (which leftovers are
+``stopbudget`` (how long stops may take), ``stop_drain`` (when a stopping
+agent's own log says nothing is left in flight), ``dataplane`` (which leftovers are
 the data plane), ``status_line`` (systemd's STATUS=) and ``agent_status`` (the
 status objects every output renders). Nothing here imports the shell, the
 config layer or a third-party package (tests/unit/test_architecture.py); no

@@ -48,6 +48,7 @@ from typing import Literal
 
 from hvsupervisor.core.agent_status import AgentStatus
 from hvsupervisor.core.restart_policy import FlapDetector, RestartPolicy, backoff_delay
+from hvsupervisor.core.stop_drain import DrainRule
 
 ReadyKind = Literal["notify", "alive", "probe"]
 
@@ -146,6 +147,13 @@ class StopRequested:
 
 
 @dataclass(frozen=True)
+class Drained:
+    """The stopping ``pid`` logged its drained line (core/stop_drain.py)."""
+
+    pid: int
+
+
+@dataclass(frozen=True)
 class RestartRequested:
     """Restart it now, skipping any backoff and forgetting failures."""
 
@@ -153,7 +161,7 @@ class RestartRequested:
 Event = (
     Spawned | SpawnFailed | Exited | BecameReady | ProbeFailed | TimerFired | GateChanged
     | DepsChanged
-    | StartRequested | StopRequested | RestartRequested
+    | StartRequested | StopRequested | RestartRequested | Drained
 )
 
 OPERATOR_VERBS = ("start", "stop", "restart")
@@ -180,6 +188,17 @@ class Signal:
 
 
 @dataclass(frozen=True)
+class WatchDrain:
+    """Follow the agent's log from its current end for ``rule``; answer with Drained.
+
+    Comes just before the stop signal, so no line written after it is missed.
+    """
+
+    pid: int
+    rule: DrainRule
+
+
+@dataclass(frozen=True)
 class SetTimer:
     """Arm (or re-arm) timer ``token`` to fire in ``delay`` seconds."""
 
@@ -194,7 +213,7 @@ class CancelTimer:
     token: str
 
 
-Action = Spawn | Signal | SetTimer | CancelTimer
+Action = Spawn | Signal | SetTimer | CancelTimer | WatchDrain
 
 
 def describe_exit(returncode: int | None, signum: int | None,
@@ -234,6 +253,7 @@ class AgentLifecycle:
         gate_open: bool = False,
         deps_ready: bool = False,
         stop_signal: int = signal.SIGTERM,
+        drain: DrainRule | None = None,
     ) -> None:
         if ready_kind not in ("notify", "alive", "probe"):
             raise ValueError(f"agent {name}: unknown ready kind {ready_kind!r}")
@@ -245,6 +265,10 @@ class AgentLifecycle:
         # The signal that asks this daemon to stop (systemd's KillSignal=):
         # not every daemon exits on SIGTERM (doc/upstream-behaviour.md).
         self.stop_signal = stop_signal
+        # Its log line that says a graceful stop has nothing left to wait for,
+        # and what to send then (core/stop_drain.py); None: SIGKILL only.
+        self.drain = drain
+        self._drained = False
         self.ready_kind = ready_kind
         self.alive_seconds = alive_seconds
         self._rng = rng
@@ -370,6 +394,8 @@ class AgentLifecycle:
                 return self._on_stop(kill_after, now)
             case RestartRequested():
                 return self._on_restart(now)
+            case Drained(pid=pid):
+                return self._on_drained(pid)
         raise TypeError(f"agent {self.name}: not a lifecycle event: {event!r}")
 
     # -- transitions -------------------------------------------------------------------------
@@ -490,7 +516,17 @@ class AgentLifecycle:
 
     def _send_term(self) -> list[Action]:
         assert self._pid is not None
-        return [Signal(self._pid, self.stop_signal), self._arm("kill", self._kill_after)]
+        self._drained = False
+        watch: list[Action] = [] if self.drain is None else [WatchDrain(self._pid, self.drain)]
+        return watch + [Signal(self._pid, self.stop_signal), self._arm("kill", self._kill_after)]
+
+    def _on_drained(self, pid: int) -> list[Action]:
+        """Escalate once, for the process being stopped; the kill timer stays armed."""
+        if (self.drain is None or self._drained or self._state is not State.STOPPING
+                or pid != self._pid):
+            return []
+        self._drained = True
+        return [Signal(pid, self.drain.signum)]
 
     def _after_stop(self, now: float) -> list[Action]:
         actions = self._disarm()

@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from hvsupervisor.config.plan import Plan
 from hvsupervisor.config.settings import Settings
@@ -17,6 +18,12 @@ from hvsupervisor.core.restart_policy import RestartPolicy
 from hvsupervisor.health.health_policy import AgentHealth
 from hvsupervisor.health.targets import RpcTarget
 from hvsupervisor.systemd.notify import NotifyListener
+
+
+class Closable(Protocol):
+    """Something the agent holds until its process is gone (drain_watch.LogFollower)."""
+
+    def close(self) -> None: ...
 
 RUNNING = {State.STARTING, State.READY, State.STOPPING}
 
@@ -49,6 +56,8 @@ class Agent:
     health_timer: asyncio.TimerHandle | None = None
     health_task: asyncio.Task | None = None
     hung: str | None = None
+    # The stopping process's log, followed for its stop_drained line (drain_watch.py).
+    drain_watch: Closable | None = None
 
     @property
     def name(self) -> str:

@@ -53,6 +53,7 @@ from hvsupervisor.core.lifecycle import (
     State,
     StopRequested,
     TimerFired,
+    WatchDrain,
     describe_exit,
     operator_event,
 )
@@ -65,6 +66,7 @@ from hvsupervisor.process.early_signals import PENDING
 from hvsupervisor.process.records import AgentRecord
 from hvsupervisor.supervisor.agent import Agent, lean, ready_kind, restart_policy
 from hvsupervisor.supervisor.agent_users import UserAgents
+from hvsupervisor.supervisor.drain_watch import DrainWatching
 from hvsupervisor.supervisor.health_watch import Health
 from hvsupervisor.supervisor.instances import Instances
 from hvsupervisor.supervisor.reload import Reloading
@@ -82,7 +84,8 @@ class ShuttingDown(Exception):
     that nothing would stop."""
 
 
-class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents, Instances):
+class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents, Instances,
+                 DrainWatching):
     """Runs the enabled agents of ``settings`` until asked to stop."""
 
     def __init__(
@@ -149,7 +152,7 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents, I
         kind, alive = ready_kind(plan)
         machine = AgentLifecycle(
             plan.agent, restart_policy(settings), plan.stop_timeout, kind, alive, self.rng,
-            stop_signal=plan.stop_signal,
+            stop_signal=plan.stop_signal, drain=plan.stop_drain,
         )
         agent = Agent(plan=plan, machine=machine, rpc=target, snapshot=snap,
                       health=hp.AgentHealth(settings.supervisor.health_failures))
@@ -232,6 +235,7 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents, I
         if agent.probe is not None:
             agent.probe.cancel()
             agent.probe = None
+        self._unwatch_drain(agent)
         last = last_line(agent.log_path)
         if agent.hung is not None:  # we killed it: say why, not its last log line
             last, agent.hung = agent.hung, None
@@ -291,6 +295,8 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents, I
                 handle = agent.timers.pop(action.token, None)
                 if handle is not None:
                     handle.cancel()
+            elif isinstance(action, WatchDrain):
+                self._watch_drain(agent, action)
 
     # ------------------------------------------------------- background tasks
 
@@ -343,6 +349,7 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents, I
         for handle in agent.timers.values():
             handle.cancel()
         self._health_stop(agent)
+        self._unwatch_drain(agent)
         if agent.listener is not None:
             agent.listener.close()
         self.agents.pop(agent.name, None)

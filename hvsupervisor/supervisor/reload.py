@@ -192,6 +192,7 @@ class Reloading:
             agent.plan = lean(plan)
             agent.machine.stop_timeout = plan.stop_timeout
             agent.machine.stop_signal = plan.stop_signal
+            agent.machine.drain = plan.stop_drain
             # The ready rule is not in the digest: a new one applies from the next start.
             agent.machine.ready_kind, agent.machine.alive_seconds = ready_kind(plan)
             if agent.removing:
