@@ -90,15 +90,22 @@ class NodeStatus:
     # reachable | unreachable | unknown: the agents' message bus, as the latest
     # RPC probe found it (doc/health.md).
     control_plane: str = "unknown"
+    # The release this supervisor runs (doc/release.md; "" outside a release
+    # install), and a newer good one installed but not switched to.
+    release: str = ""
+    release_pending: str = ""
 
     def to_primitive(self) -> dict[str, Any]:
         return {"version": self.VERSION, "ready": self.ready, "status": self.status,
-                "control_plane": self.control_plane,
+                "control_plane": self.control_plane, "release": self.release,
+                "release_pending": self.release_pending,
                 "agents": [a.to_primitive() for a in self.agents]}
 
     @classmethod
     def from_primitive(cls, data: Mapping[str, Any]) -> NodeStatus:
         return cls(ready=bool(data.get("ready")), status=data.get("status") or "",
                    agents=tuple(AgentStatus.from_primitive(a) for a in data.get("agents", ())),
-                   control_plane=data.get("control_plane") or "unknown")
+                   control_plane=data.get("control_plane") or "unknown",
+                   release=data.get("release") or "",
+                   release_pending=data.get("release_pending") or "")
 
