@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "install's hvsupervisor), tmpfiles.d and logrotate snippets")
     p.add_argument("--root", default="/", help="install under this root (default /)")
 
+    from hvsupervisor.cmd import release as release_cmd  # its parser only; no I/O at import
+
+    release_cmd.add_parser(sub)
+
     p = sub.add_parser("check", help="run every gate and preflight once; exit 1 on a failure")
     p.add_argument("--format", choices=["table", "json"], default="table")
 
@@ -98,6 +102,7 @@ _VERBS = {
     "run": "run", "status": "control", "restart": "control", "start": "control",
     "stop": "control", "reload": "control", "cleanup": "cleanup", "demo": "demo",
     "install-units": "install_units", "check": "check", "config": "config",
+    "release": "release",
 }
 
 

@@ -31,10 +31,23 @@ def _dropins(exe: str) -> dict[str, str]:
     }
 
 
+def _default_exe() -> str:
+    """This install's hvsupervisor; for a release (doc/release.md) the ``current``
+    link's, never the release's own directory: a switch moves the link, and the unit
+    must follow it."""
+    from hvsupervisor.release.store import running_release
+
+    if running_release() is not None:
+        link = Path(sys.prefix).parent.parent / "current" / "bin" / "hvsupervisor"
+        if link.exists():
+            return str(link)
+    return str(paths.bindir() / "hvsupervisor")
+
+
 def install(root: Path, exe: str | None = None) -> list[Path]:
     """Install under ``root`` (``/`` for the host); return the files written."""
     units = paths.units_dir()
-    exe = exe or str(paths.bindir() / "hvsupervisor")
+    exe = exe or _default_exe()
     written: list[Path] = []
 
     def put(src: Path, dest: Path, mode: int = 0o644) -> None:

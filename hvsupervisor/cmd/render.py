@@ -36,7 +36,11 @@ def status_table(node: NodeStatus) -> str:
                                    and f"restart pending: {a.restart_pending}") if r),
              _probe_error(a))
             for a in node.agents]
-    return f"{node.status}\ncontrol_plane: {node.control_plane}\n" + _compute_lines(node) + table(
+    release = (f"release: {node.release}" + (f"; restart pending: {node.release_pending}"
+                                               if node.release_pending else "") + "\n"
+               if node.release else "")
+    head = f"{node.status}\ncontrol_plane: {node.control_plane}\n{release}"
+    return head + _compute_lines(node) + table(
         ["agent", "state", "pid", "ready", "health", "last probe", "restarts", "last exit",
          "reason", "last probe error"], rows)
 

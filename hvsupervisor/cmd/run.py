@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+from pathlib import Path
 
 from hvsupervisor.cmd.common import load, plans_for_run, prepare_own_log
 from hvsupervisor.config.settings import Settings
@@ -27,20 +29,66 @@ from hvsupervisor.control.rundir import (
 )
 
 
-async def _serve(settings: Settings, plans, record, dir_overrides) -> int:
+async def _serve(settings: Settings, plans, record, dir_overrides) -> tuple[int, dict | None]:
+    """Run the loop; returns its exit code and, when a release switch asked for a
+    re-exec, the environment to exec with (the notify variables restored)."""
     from hvsupervisor.control.server import ControlServer
     from hvsupervisor.host.wiring import make_gates
     from hvsupervisor.supervisor import Supervisor
     from hvsupervisor.systemd.notify import SystemdNotifier
 
-    sup = Supervisor(settings, plans, notifier=SystemdNotifier(), gate_factory=make_gates,
+    notifier = SystemdNotifier()
+    sup = Supervisor(settings, plans, notifier=notifier, gate_factory=make_gates,
                      record=record, dir_overrides=dir_overrides)
     control = ControlServer(sup, settings.run_dir / CONTROL_NAME)
     await control.start()
     try:
-        return await sup.run()
+        rc = await sup.run()
     finally:
         await control.close()
+    if getattr(sup, "reexec_requested", False):
+        return rc, {**os.environ, **notifier.own_env}
+    return rc, None
+
+
+def _reexec_argv(settings: Settings) -> list[str]:
+    """The command that comes back on the current release: the link's own script
+    when this node runs releases, else this command as it was started."""
+    current = Path(settings.supervisor.release_root) / "current" / "bin" / "hvsupervisor"
+    if current.is_file() and os.access(current, os.X_OK):
+        return [str(current), *sys.argv[1:]]
+    if os.access(sys.argv[0], os.X_OK) and not sys.argv[0].endswith(".py"):
+        return list(sys.argv)
+    return [sys.executable, "-m", "hvsupervisor", *sys.argv[1:]]
+
+
+def _exec(argv: list[str], env: dict) -> None:
+    import logging
+
+    if Path(argv[0]).name == "hvsupervisor" and "/current/bin/" in argv[0]:
+        # A release's own script: its venv alone decides what it imports.
+        env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    logging.shutdown()  # flush our own log lines before the image is replaced
+    os.execve(argv[0], argv, env)
+
+
+def _recover_release(settings: Settings) -> None:
+    """An interrupted release switch (its command died) is resolved before anything
+    starts (release/switch.py): if that moves the current link, come back on it."""
+    from hvsupervisor.release.store import ReleaseError, ReleaseStore, running_release
+    from hvsupervisor.release.switch import recover_interrupted
+
+    if running_release() is None:
+        return  # not a release install: nothing to recover
+    store = ReleaseStore(settings.supervisor.release_root)
+    try:
+        moved = recover_interrupted(store, lambda line: print(f"hvsupervisor: {line}",
+                                                                 file=sys.stderr))
+    except (ReleaseError, OSError) as exc:
+        print(f"hvsupervisor: release recovery: {exc}", file=sys.stderr)
+        return
+    if moved:
+        _exec(_reexec_argv(settings), dict(os.environ))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -54,6 +102,7 @@ def run(settings: Settings, daemonize: bool = False,
     re-resolves the dirs exactly as this start did and can tell a changed one."""
     from hvsupervisor.process.early_signals import PENDING
 
+    _recover_release(settings)  # before the locks: it may exec onto another release
     plans = plans_for_run(settings)  # ConfigError -> exit 78 before anything starts
     make_dirs(settings)
     try:
@@ -94,4 +143,9 @@ def run(settings: Settings, daemonize: bool = False,
         return 0
     if dir_overrides is None:
         dir_overrides = (str(settings.state_dir), str(settings.log_dir), str(settings.run_dir))
-    return asyncio.run(_serve(settings, plans, record, dir_overrides))
+    rc, reexec_env = asyncio.run(_serve(settings, plans, record, dir_overrides))
+    if reexec_env is not None:
+        os.close(lock_fd)
+        os.close(state_fd)
+        _exec(_reexec_argv(settings), reexec_env)
+    return rc

@@ -192,6 +192,32 @@ health_opts = [
         "watchdog tick, when the loop is awake anyway, and on every 'status'. 0: only "
         "on 'status'.",
     ),
+    cfg.Opt(
+        "upgrade_timeout",
+        type=hvtypes.Seconds(min=10, max=86400),
+        default=600.0,
+        help="How long `hvsupervisor release switch` waits for the node to serve on the "
+        "new release (READY, every agent ready and its health probe answering, and "
+        "upgrade_gate_command if set) before it rolls back to the previous release by "
+        "itself.",
+    ),
+    cfg.StrOpt(
+        "release_root",
+        default="/opt/hvsupervisor",
+        help="Where releases are installed (<release_root>/releases/<id>/) and the "
+        "current/previous links live (doc/release.md). The unit runs "
+        "<release_root>/current/bin/hvsupervisor.",
+    ),
+    cfg.ListOpt(
+        "upgrade_gate_command",
+        default=[],
+        help="Optional argv (comma-separated) run once the agents are ready after a "
+        "switch, until it exits 0 or upgrade_timeout passes: the site's check that the "
+        "control plane sees this node (e.g. nova lists its nova-compute up at the new "
+        "version, neutron its agents alive). The node has no control-plane credentials of "
+        "its own; without it the gate says 'control plane not checked'. The environment "
+        "has HVSUP_RELEASE (the release id) and HVSUP_HOST.",
+    ),
     cfg.StrOpt(
         "metrics_textfile",
         default="/var/lib/prometheus/node-exporter/hvsupervisor.prom",

@@ -91,6 +91,9 @@ class SupervisorSettings:
     code_check_interval: float = 60.0
     metrics_textfile: str = ""
     metrics_listen: str = ""
+    upgrade_timeout: float = 600.0
+    release_root: str = "/opt/hvsupervisor"
+    upgrade_gate_command: list = field(default_factory=list)
 
 
 @dataclass

@@ -37,7 +37,7 @@ MAX_REQUEST = 64 * 1024
 MAX_CLIENTS = 64
 REQUEST_TIMEOUT = 5.0
 # plans: each agent's running plan snapshot, for `config diff` / `reload --dry-run`.
-VERBS = ("status", "plans", "reload", *OPERATOR_VERBS)
+VERBS = ("status", "plans", "reload", "reexec", *OPERATOR_VERBS)
 
 
 def _busy(conn: socket.socket, cap: int) -> None:
@@ -239,6 +239,8 @@ class ControlServer:
             return {"ok": True, "agents": sup.plans_json()}
         if cmd == "reload":
             return await sup.reload()
+        if cmd == "reexec":  # release switch (release/switch.py): back from the current link
+            return sup.request_reexec()
         names = request["agents"]
         try:
             for name in names:

@@ -98,12 +98,17 @@ class NodeStatus:
     # "unknown", and why it is unknown (the record is the control plane's).
     compute_disabled: str = "unknown"
     compute_disabled_reason: str = ""
+    # The release this supervisor runs (doc/release.md; "" outside a release
+    # install), and a newer good one installed but not switched to.
+    release: str = ""
+    release_pending: str = ""
 
     def to_primitive(self) -> dict[str, Any]:
         return {"version": self.VERSION, "ready": self.ready, "status": self.status,
                 "control_plane": self.control_plane, "instances": self.instances,
                 "compute_disabled": self.compute_disabled,
                 "compute_disabled_reason": self.compute_disabled_reason,
+                "release": self.release, "release_pending": self.release_pending,
                 "agents": [a.to_primitive() for a in self.agents]}
 
     @classmethod
@@ -113,5 +118,7 @@ class NodeStatus:
                    control_plane=data.get("control_plane") or "unknown",
                    instances=data.get("instances"),
                    compute_disabled=data.get("compute_disabled") or "unknown",
-                   compute_disabled_reason=data.get("compute_disabled_reason") or "")
+                   compute_disabled_reason=data.get("compute_disabled_reason") or "",
+                   release=data.get("release") or "",
+                   release_pending=data.get("release_pending") or "")
 

@@ -42,7 +42,7 @@ class Reporting:
         shows it from then on. A new process clears it (spawning.py).
         """
         self._pending_checked = time.monotonic()
-        changed = False
+        changed = self._refresh_release_pending()
         for agent in self.agents.values():
             pid = agent.machine.pid
             reason = codechange.changed_since(list(agent.plan.argv), pid) if pid else None
@@ -53,6 +53,31 @@ class Reporting:
         if changed:
             self._report()
             self._metrics_changed()
+
+    def _refresh_release_pending(self) -> bool:
+        """A newer good release installed beside ours and not switched to: 'restart
+        pending' for the node (doc/release.md). True if that changed."""
+        from hvsupervisor.core.release_model import newest_pending
+        from hvsupervisor.release.store import ReleaseError, ReleaseStore, running_release
+
+        if not hasattr(self, "_release"):
+            self._release = running_release()
+            self.release_pending = ""
+        if self._release is None:
+            return False
+        try:
+            newer = newest_pending(self._release, ReleaseStore(
+                self.settings.supervisor.release_root).installed())
+        except (ReleaseError, OSError):
+            newer = None
+        text = (f"release {newer.id} installed, not switched to "
+                f"(hvsupervisor release switch {newer.id})") if newer else ""
+        if text != self.release_pending:
+            self.release_pending = text
+            if text:
+                LOG.warning("event=restart-pending %s", text)
+            return True
+        return False
 
     def plans_json(self) -> dict:
         """Each agent's running plan snapshot, for `config diff` and `reload --dry-run`."""
@@ -138,6 +163,9 @@ class Reporting:
             for a in self.agents.values())
         ready = self._ready_sent and bool(agents) and all(a.ready for a in agents)
         disabled, why = self.compute_disabled()
+        release = getattr(self, "_release", None)
         return NodeStatus(ready=ready, status=self._status, agents=agents,
                           control_plane=self.control_plane, instances=self.instances,
-                          compute_disabled=disabled, compute_disabled_reason=why)
+                          compute_disabled=disabled, compute_disabled_reason=why,
+                          release=release.id if release else "",
+                          release_pending=getattr(self, "release_pending", ""))

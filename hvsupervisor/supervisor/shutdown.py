@@ -34,6 +34,19 @@ class Stopping:
     def request_shutdown(self) -> None:
         self._stop.set()
 
+    def request_reexec(self) -> dict:
+        """Stop the agents, keep the data plane, and come back as the same pid from
+        the current release link (cmd/run.py execs once the loop has ended). Used by
+        ``release switch``: a unit restart would do the same under systemd, but this
+        works without systemd too and keeps the pid systemd watches."""
+        if self._shutting_down:
+            return {"ok": False, "error": "the supervisor is shutting down"}
+        self.reexec_requested = True
+        LOG.info("event=reexec: stopping the agents (the data plane stays) to come back "
+                 "from the current release")
+        self._stop.set()
+        return {"ok": True}
+
     async def _wait_changed(self, timeout: float | None = None) -> None:
         self._changed.clear()
         try:
@@ -106,11 +119,16 @@ class Stopping:
 
     async def shutdown(self) -> None:
         self._shutting_down = True
-        LOG.info("event=stopping")
-        self.notifier.stopping("stopping agents")
+        reexec = getattr(self, "reexec_requested", False)
+        LOG.info("event=stopping%s", " reexec" if reexec else "")
+        if reexec:  # systemd sees a reload; READY=1 from the new code ends it
+            self.notifier.reloading("restarting the agents onto another release")
+        else:
+            self.notifier.stopping("stopping agents")
         if self._ready_timer is not None:
             self._ready_timer.cancel()
         await self.note_instances_on_stop("hvsupervisor")  # supervisor/instances.py
         await self._stop_agents()
         await self.prober.close()  # ours, not something an agent left behind
-        await self._stop_dataplane()
+        if not reexec:  # a release switch never touches the data plane
+            await self._stop_dataplane()

@@ -217,6 +217,10 @@ class SystemdNotifier:
                     os.environ.pop("NOTIFY_SOCKET", None)
                 else:
                     os.environ["NOTIFY_SOCKET"] = saved
+        # Kept for a re-exec of this same process (release switch: cmd/run.py),
+        # which must find them again; never passed to a child.
+        self.own_env = {k: env[k] for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+                        if k in env}
         for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             env.pop(key, None)
 

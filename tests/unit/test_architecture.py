@@ -19,7 +19,7 @@ CORE = ("hvsupervisor.core",)        # pure decisions: stdlib only, imports only
 CONFIG = ("hvsupervisor.config",)    # the pure config layer: core, itself, oslo.config
 SHELL = ("hvsupervisor.process", "hvsupervisor.host", "hvsupervisor.systemd",
          "hvsupervisor.health", "hvsupervisor.privsep", "hvsupervisor.control",
-         "hvsupervisor.supervisor", "hvsupervisor.agents")
+         "hvsupervisor.supervisor", "hvsupervisor.agents", "hvsupervisor.release")
 CMD = ("hvsupervisor.cmd",)
 TOP = ("hvsupervisor", "hvsupervisor.__main__")  # the version, ``python -m hvsupervisor``
 # Third-party packages the config layer may use: oslo.config (its parser and

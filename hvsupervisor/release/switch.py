@@ -1,0 +1,181 @@
+"""Switch the node to another release, as a transaction decided by the node serving.
+
+1. The new release's own ``config validate`` and ``check`` run against the
+   node's live config (the same layer dirs as the running supervisor): new
+   code may refuse an option the old accepted, and then nothing changes.
+2. The journal (store.py ``switch.json``) records the switch, the ``current``
+   link moves (one rename), and the running supervisor is asked to re-exec
+   from the link (control verb ``reexec``): its agents stop, the data plane
+   (dnsmasq, haproxy, keepalived; VMs are libvirt's) is left alone, and the
+   same pid comes back on the new code and starts the agents again.
+3. The gate (core/release_model.gate) is looked at until it passes or
+   ``[supervisor] upgrade_timeout`` runs out: the supervisor runs the new
+   release, every agent is ready and not degraded, its health probe is not
+   failing, READY=1 went out, and the site's ``upgrade_gate_command`` (if set)
+   exits 0.
+4. A failed gate marks the release BAD (with the reason), moves the link back,
+   re-execs the supervisor onto the old code and waits for it to serve again.
+An interrupted switch is resolved by ``recover`` (core/release_model.recover),
+which ``hvsupervisor run`` calls before anything starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hvsupervisor.control.client import ControlError, call
+from hvsupervisor.core.release_model import GateView, Txn, gate, recover
+from hvsupervisor.release.artifact import clean_env
+from hvsupervisor.release.store import ReleaseError, ReleaseStore
+
+LOG = logging.getLogger("hvsupervisor.release")
+POLL = 1.0  # seconds between looks at the node during a gate
+
+
+@dataclass
+class Outcome:
+    current: str
+    switched: bool
+    reason: str = ""  # why a rollback happened
+    seconds: float = 0.0
+    gate: str = ""  # what the gate checked, in words
+
+
+def _status(sock: Path) -> dict | None:
+    try:
+        return call(sock, {"cmd": "status"}, timeout=10)
+    except (ControlError, OSError):
+        return None
+
+
+def _view(sock: Path, gate_command: Sequence[str], env: dict[str, str]) -> GateView:
+    st = _status(sock)
+    if st is None:
+        return GateView(supervisor_up=False)
+    agents = {}
+    for a in st.get("agents", ()):
+        why = ""
+        health = (a.get("health") or {}).get("label", "")
+        if not a.get("ready"):
+            why = a.get("state", "?") + (f" ({a['reason']})" if a.get("reason") else "")
+        elif a.get("degraded"):
+            why = f"degraded ({a.get('reason', '')})"
+        elif str(health).startswith("failing"):
+            why = f"health probe {health}"
+        agents[a.get("name", "?")] = why
+    view = GateView(supervisor_up=True, release=st.get("release", ""),
+                    node_ready=bool(st.get("ready")), agents=agents)
+    if gate_command and view.release and not any(agents.values()) and view.node_ready:
+        r = subprocess.run(list(gate_command), capture_output=True, text=True, env=env,
+                           timeout=120, check=False)
+        out = (r.stdout + r.stderr).strip().splitlines()
+        view = GateView(True, view.release, True, agents,
+                        "" if r.returncode == 0 else
+                        f"exit {r.returncode}" + (f": {out[-1]}" if out else ""))
+    return view
+
+
+def wait_serving(sock: Path, want: str, timeout: float, gate_command: Sequence[str] = (),
+                 host: str = "", clock: Callable[[], float] = time.monotonic) -> tuple[bool, str]:
+    """Look at the node until the gate passes for release ``want`` or ``timeout`` ends."""
+    env = {**os.environ, "HVSUP_RELEASE": want, "HVSUP_HOST": host}
+    deadline = clock() + timeout
+    why = "not looked at yet"
+    while True:
+        ok, why = gate(_view(sock, gate_command, env), want)
+        if ok:
+            return True, ""
+        if clock() >= deadline:
+            return False, f"not serving within {timeout:.0f} s: {why}"
+        time.sleep(POLL)  # a poll of another process's state: no event to wait on
+
+
+def reexec(sock: Path) -> bool:
+    """Ask the running supervisor to come back from the current link; False if none runs."""
+    try:
+        reply = call(sock, {"cmd": "reexec"}, timeout=30)
+    except (ControlError, OSError):
+        return False
+    return bool(reply.get("ok"))
+
+
+def precheck(store: ReleaseStore, release: str, cli_dirs: Sequence[str]) -> None:
+    """The new release's own validate and check on the live config; ReleaseError if
+    either refuses (its own words: the file:line, the failing rows)."""
+    exe = store.path(release) / "bin" / "hvsupervisor"
+    for verb in (["config", "validate"], ["check"]):
+        r = subprocess.run([str(exe), *cli_dirs, *verb], capture_output=True, text=True,
+                           timeout=300, check=False, env=clean_env())
+        if r.returncode != 0:
+            lines = [ln for ln in (r.stderr + r.stdout).splitlines()
+                     if ln.strip() and (verb[0] != "check" or "fail" in ln)]
+            raise ReleaseError(f"release {release} refuses this node's config "
+                               f"({' '.join(verb)}, exit {r.returncode}); nothing changed:\n  "
+                               + "\n  ".join(lines[-12:]))
+
+
+def recover_interrupted(store: ReleaseStore, log: Callable[[str], None] = LOG.warning) -> bool:
+    """Resolve a switch whose command died (nobody holds the lock); True if the
+    current link moved (the caller, a supervisor, then re-execs onto it)."""
+    if store.switcher_alive():
+        return False
+    txn = store.read_txn()
+    if txn is None:
+        return False
+    current = store.link("current")
+    rec = recover(txn, current, (r.id for r in store.installed()))
+    assert rec is not None
+    moved = rec.current != current
+    if moved:
+        store.set_link("current", rec.current)
+    store.clear_txn()
+    log(f"event=release-recover {rec.note}")
+    return moved
+
+
+def switch(store: ReleaseStore, to: str, *, sock: Path, cli_dirs: Sequence[str],
+           timeout: float, gate_command: Sequence[str] = (), host: str = "",
+           skip_precheck: bool = False, out: Callable[[str], None] = print) -> Outcome:
+    t0 = time.monotonic()
+    with store.switch_lock():
+        recover_interrupted(store, out)
+        store.require(to)
+        current = store.link("current")
+        if current == to:
+            raise ReleaseError(f"release {to} is current already")
+        if not skip_precheck:
+            precheck(store, to, cli_dirs)
+        what = ("READY, every agent ready and its health probe not failing, "
+                + ("upgrade_gate_command" if gate_command else "control plane not checked "
+                   "(no [supervisor] upgrade_gate_command)"))
+        if current is None:  # the first release on this node: nothing to gate against
+            store.set_link("current", to)
+            return Outcome(to, True, seconds=time.monotonic() - t0, gate="none (first release)")
+        store.write_txn(Txn(current, to, "switching"))
+        store.set_link("current", to)
+        out(f"switched the link {current} -> {to}; restarting the agents onto it")
+        if not reexec(sock):
+            store.set_link("previous", current)
+            store.clear_txn()
+            return Outcome(to, True, "", time.monotonic() - t0,
+                           "none: no supervisor running (the next start runs the new release)")
+        ok, why = wait_serving(sock, to, timeout, gate_command, host)
+        if ok:
+            store.set_link("previous", current)
+            store.clear_txn()
+            return Outcome(to, True, "", time.monotonic() - t0, what)
+        out(f"gate failed: {why}; rolling back to {current}")
+        store.mark_bad(to, why)
+        store.write_txn(Txn(current, to, "rolling-back", why))
+        store.set_link("current", current)
+        reexec(sock)
+        ok_old, why_old = wait_serving(sock, current, timeout, (), host)
+        store.clear_txn()
+        reason = why if ok_old else f"{why}; the old release does not serve either: {why_old}"
+        return Outcome(current, False, reason, time.monotonic() - t0, what)
