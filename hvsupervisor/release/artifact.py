@@ -172,7 +172,16 @@ def install(artifact: Path, store: ReleaseStore, *, python: str = NODE_PYTHON) -
             if unknown or "requirements.lock" not in names:
                 raise ReleaseError(f"{artifact}: unexpected members "
                                    f"{sorted(unknown)[:5] or ['(no requirements.lock)']}")
-            tar.extractall(incoming, filter="data")
+            # Member by member, regular files only, to names checked above: no
+            # path or link in an artifact can write outside ``incoming`` (and
+            # Debian 12's python 3.11.2 has no tarfile extraction filters).
+            (incoming / "wheels").mkdir()
+            for member in tar.getmembers():
+                source = tar.extractfile(member) if member.isfile() else None
+                if source is None:
+                    raise ReleaseError(f"{artifact}: {member.name} is not a regular file")
+                with source, open(incoming / member.name, "wb") as dest:
+                    shutil.copyfileobj(source, dest)
         for name, digest in expected.items():
             if not (incoming / name).is_file() or _sha256(incoming / name) != digest:
                 raise ReleaseError(f"{artifact}: {name} is missing or does not match the "
