@@ -64,6 +64,8 @@ def _view(sock: Path, gate_command: Sequence[str], env: dict[str, str]) -> GateV
         health = (a.get("health") or {}).get("label", "")
         if not a.get("ready"):
             why = a.get("state", "?") + (f" ({a['reason']})" if a.get("reason") else "")
+            if a.get("last_exit") and a.get("state") in ("failed", "backoff"):
+                why += f", last exit: {a['last_exit']}"
         elif a.get("degraded"):
             why = f"degraded ({a.get('reason', '')})"
         elif str(health).startswith("failing"):
@@ -88,9 +90,12 @@ def wait_serving(sock: Path, want: str, timeout: float, gate_command: Sequence[s
     deadline = clock() + timeout
     why = "not looked at yet"
     while True:
-        ok, why = gate(_view(sock, gate_command, env), want)
+        view = _view(sock, gate_command, env)
+        ok, why = gate(view, want)
         if ok:
             return True, ""
+        if view.release == want and any(w.startswith("failed") for w in view.agents.values()):
+            return False, f"an agent gave up on {want}: {why}"  # no point waiting longer
         if clock() >= deadline:
             return False, f"not serving within {timeout:.0f} s: {why}"
         time.sleep(POLL)  # a poll of another process's state: no event to wait on

@@ -36,6 +36,7 @@ physnet (no tunnels), metadata from the DHCP namespace (``force_metadata``).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -102,7 +103,7 @@ def _why_not() -> str | None:
     return None
 
 
-def _node_config(node: BootNode, cp, libvirtd) -> None:
+def _node_config(node: BootNode, cp, libvirtd, defaults_dir: Path | None = REPO / "etc") -> None:
     from hvtestcloud import cloud
     from hvtestcloud.profile import catalog_env_snippet, write_ini
 
@@ -127,13 +128,23 @@ def _node_config(node: BootNode, cp, libvirtd) -> None:
               {"supervisor": {"ensure_bridges": "true", "stop_dataplane": "true"}})
     # No user = root opt-out: the agents run as the shipped catalog's users
     # (nova-compute with groups libvirt and openvswitch: etc/hvsupervisor.conf).
-    settings = load_settings(REPO / "etc", node.override, str(node.state_dir),
+    settings = load_settings(defaults_dir, node.override, str(node.state_dir),
                              str(node.log_dir), str(node.run_dir))
     node.plans = plans_for(settings)
 
 
 @pytest.fixture(scope="module")
 def boot_node(agent_users) -> Iterator[BootNode]:
+    with booted_node(agent_users, spawn_supervisor) as node:
+        yield node
+
+
+@contextlib.contextmanager
+def booted_node(agent_users, launch: Callable[[object, BootNode], None],
+                defaults_dir: Path | None = REPO / "etc") -> Iterator[BootNode]:
+    """The boot node, up: its cloud, libvirtd, guest image, config, and ``launch(cp,
+    node)`` starting its supervisor (tests/e2e/test_release_upgrade.py launches it
+    from a release instead). ``defaults_dir``: the plans' shipped defaults."""
     from tests.fixtures.controlplane import _missing
     from tests.fixtures.libvirt import LibvirtDaemon
     from tests.fixtures.libvirt import _why_not as libvirt_why_not
@@ -186,8 +197,8 @@ def boot_node(agent_users) -> Iterator[BootNode]:
         t1 = time.monotonic()
         node.virt_type = "kvm" if boot.kvm_boots(image) else "qemu"
         node.notes["kvm_probe_s"] = round(time.monotonic() - t1, 1)
-        _node_config(node, cp, node.libvirtd)
-        spawn_supervisor(cp, node)
+        _node_config(node, cp, node.libvirtd, defaults_dir)
+        launch(cp, node)
         yield node
     finally:
         if node.libvirtd is not None:  # a failed test may leave its VM: qemu goes first
@@ -394,6 +405,18 @@ def _fresh_round(cp, server_id: str, after: int, ip: str, timeout: float,
         raise AssertionError(f"{exc}; the guest's console ends:\n{tail}\n{diag}") from None
 
 
+def wait_until_up(cp, t_up: float) -> None:
+    """nova-compute up in nova's services and this node's four neutron agents alive."""
+    from hvtestcloud.cloud import wait_until
+
+    wait_until(lambda: cp.compute_service_up(HOST, t_up - 120), 120, "nova-compute up in nova")
+    alive = wait_until(lambda: (lambda ags: ags if len(ags) >= 4 and all(
+        a["alive"] for a in ags) else None)([a for a in cp.neutron_agents()
+                                             if a["host"] == HOST]), 120,
+                       "four neutron agents alive")
+    assert {a["binary"] for a in alive} == set(NEUTRON_AGENTS)
+
+
 def test_boot_serve_survive_restarts_delete(boot_node, agent_users):
     from hvtestcloud import boot, cloud
     from hvtestcloud.cloud import wait_until
@@ -410,13 +433,7 @@ def test_boot_serve_survive_restarts_delete(boot_node, agent_users):
         assert st["Uid"].split() == [str(pw.pw_uid)] * 4, (name, st["Uid"])
         assert st["CapEff"] == "0000000000000000", (name, st["CapEff"])
         assert st["NoNewPrivs"] == "1", name
-    t_up = time.time()
-    wait_until(lambda: cp.compute_service_up(HOST, t_up - 120), 120, "nova-compute up in nova")
-    alive = wait_until(lambda: (lambda ags: ags if len(ags) >= 4 and all(
-        a["alive"] for a in ags) else None)([a for a in cp.neutron_agents()
-                                             if a["host"] == HOST]), 120,
-                       "four neutron agents alive")
-    assert {a["binary"] for a in alive} == set(NEUTRON_AGENTS)
+    wait_until_up(cp, time.time())
     assert {"br-phys", cloud.EXT_BRIDGE} <= set(cp.vsctl("list-br").stdout.split())
 
     # --- boot ------------------------------------------------------------------
