@@ -39,7 +39,8 @@ from tests.fixtures.controlplane import REPO
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 PYTHON3 = "/usr/bin/python3"  # the node's own interpreter builds the release venvs
-OVS_AGENT_MODULE = "neutron/cmd/eventlet/plugins/ovs_neutron_agent.py"
+# neutron-openvswitch-agent = neutron.cmd.agents.ovs_neutron_agent:main (neutron 29)
+OVS_AGENT_MODULE = "neutron/cmd/agents/ovs_neutron_agent.py"
 
 
 def _variant(src: Path, dst: Path, suffix: str) -> Path:
