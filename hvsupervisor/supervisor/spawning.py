@@ -96,7 +96,11 @@ class Spawning:
             argv, env = self._user_argv_env(agent.plan, env)
             if argv != list(agent.plan.argv):  # setpriv first: check the agent's binary too
                 children.resolve_executable(agent.plan.argv[0], env)
-            pid = children.spawn(argv, env, out, err)
+            pid = None
+            if agent.plan.start == "preload":  # preloading.py; None: exec it
+                pid = self._preload_spawn(agent, env, out, err)
+            if pid is None:
+                pid = children.spawn(argv, env, out, err)
         except children.SpawnError as exc:
             LOG.error("event=spawn-failed agent=%s %s", agent.name, exc)
             self._post(agent.name, SpawnFailed(str(exc)))
