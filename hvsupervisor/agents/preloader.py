@@ -8,7 +8,7 @@ config, opens no other socket, starts no thread (a thread would not survive
 the fork; a forked config would not be the child's). Importing the modules
 runs whatever the console script's own import runs, in the same order: for
 neutron 29 that is ``neutron.cmd.agents`` choosing oslo.service's threading
-backend (doc/upstream-behaviour.md section 25), the place where eventlet-era
+backend (doc/upstream-behaviour.md section 19), the place where eventlet-era
 neutron monkey patched.
 
 Protocol, one JSON object per datagram:
@@ -22,8 +22,9 @@ Protocol, one JSON object per datagram:
 
 The agent is a grandchild: an intermediate child forks it and exits, so it is
 reparented to the nearest subreaper, the supervisor, which reaps it as it
-reaps an exec'd agent; its pid is sent once that has happened. The child becomes the agent as exec would make it: its
-own session, stdin /dev/null and the given fds as 1/2, default signal
+reaps an exec'd agent; its pid is sent once that has happened. The child
+becomes the agent as exec would make it: its own session, stdin /dev/null and
+the given fds as 1/2, default signal
 dispositions and an empty mask, the plan's environment (replacing ours), its
 cwd, ``sys.argv`` and ``sys.path[0]`` of the console script, the process title
 (``ps``) and ``/proc/PID/comm`` of the script; then ``sys.exit(FUNC())``.

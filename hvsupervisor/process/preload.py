@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
-from hvsupervisor.core.preload import Entry, Group, stale
+from hvsupervisor.core.preload_groups import Entry, Group, stale
 from hvsupervisor.process import children, codechange
 
 LOG = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def is_subreaper() -> bool:
 
 def read_entry(script: str) -> Entry | None:
     """The console script's entry point, or None (not readable, not a console script)."""
-    from hvsupervisor.core.preload import entry_point
+    from hvsupervisor.core.preload_groups import entry_point
 
     try:
         with open(script, encoding="utf-8", errors="replace") as fh:

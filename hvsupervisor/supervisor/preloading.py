@@ -1,7 +1,7 @@
 """Agents with ``start = preload``: forked from a warm preloader, exec as the fallback.
 
 A mixin like the others. The preloaders (process/preload.py) are started with
-the supervisor, one per group (core/preload.py: interpreter + identity), so
+the supervisor, one per group (core/preload_groups.py: interpreter + identity), so
 their imports overlap the first agents' start; a start that finds its
 preloader not ready yet, dead, refusing, or older than the code on disk simply
 execs, and a preloader whose code went stale is replaced first (no agent is
@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 
 from hvsupervisor.config.plan import Plan
-from hvsupervisor.core import preload as policy
+from hvsupervisor.core import preload_groups as policy
 from hvsupervisor.privsep import identity as identity_mod
 from hvsupervisor.process import children
 from hvsupervisor.process.preload import Preloader, PreloadError, read_entry

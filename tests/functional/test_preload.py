@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from hvsupervisor.core.preload import entry_point, groups
+from hvsupervisor.core.preload_groups import entry_point, groups
 from hvsupervisor.process.preload import Preloader, PreloadError, read_entry
 from tests.util import wait_until
 
