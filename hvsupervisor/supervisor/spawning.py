@@ -141,7 +141,7 @@ class Spawning:
         rule = agent.plan.ready
         if rule.kind == "ovsdb-bridge":
             assert rule.bridge is not None
-            await wait_bridge(self._ovsdb_remote(), rule.bridge, spawned=spawned)
+            await wait_bridge(self._ovsdb_remote(), rule.bridge, spawned=spawned, pid=pid)
         elif rule.kind in HEALTH_KINDS:
             if not await self._wait_serving(agent, pid):
                 return
