@@ -29,8 +29,9 @@ again in order), the seconds from the operation's start to:
   ``started_at``, nova's service ``updated_at``; both 1 s resolution);
 * ``ready``: the supervisor's status says ready for this pid (hvsupervisor modes).
 
-Plus the six main processes' memory when settled: the sum of Pss (and of Rss)
-from /proc/PID/smaps_rollup, with the preloaders' own Pss added to the sum
+Plus the six agents' memory (each with its descendants: the DHCP and L3 agents
+fork a cotyledon worker) when settled: the sum of Pss (and of Rss) from
+/proc/PID/smaps_rollup, with the preloaders' own Pss added to the sum
 (``pss_sum_mib``; ``pss_six_mib`` without them). One JSON line per mode and one ``agent_start``
 line with the modes side by side. Nothing here asserts: people read it.
 """
@@ -253,7 +254,13 @@ class Run:
                 if ppid == sup and "hvsupervisor.agents.preloader" in children.cmdline(pid)]
 
     def memory(self) -> dict:
-        per = {n: pss_kib(p) for n, p in self.pids.items()}
+        from hvsupervisor.process import children
+
+        def tree(pid: int) -> tuple[int, int]:  # the agent and its workers (cotyledon forks)
+            rows = [pss_kib(p) for p in (pid, *children.descendants(pid))]
+            return sum(r[0] for r in rows), sum(r[1] for r in rows)
+
+        per = {n: tree(p) for n, p in self.pids.items()}
         pre = [pss_kib(p) for p in self.preloaders()]
         six = sum(v[0] for v in per.values())
         return {"pss_sum_mib": round((six + sum(v[0] for v in pre)) / 1024, 1),

@@ -6,8 +6,9 @@ start. Agents may share one only when the fork changes nothing they would
 have had from exec: the same interpreter and the same identity (uid, gid and
 supplementary groups: an unprivileged child cannot drop a group it was
 forked with). So the key is the service's console scripts' interpreter plus
-the identity; the neutron agents with group openvswitch share one, the
-metadata agent (no openvswitch) gets its own.
+the identity; the neutron agents with group openvswitch share one. The
+metadata agent (no openvswitch) would be alone in its group, and a group of
+one gets no preloader (``groups`` says why).
 
 A preloader holds the code it imported when it started. Any code change
 after that start (process/codechange.py's files: the console script and its
@@ -61,12 +62,20 @@ class Group:
     modules: tuple[str, ...]
 
 
+MIN_MEMBERS = 2
+
+
 def group_key(interpreter: str, identity: str) -> str:
     return f"{identity}@{interpreter}"
 
 
 def groups(agents: Iterable[tuple[str, Entry, str]]) -> dict[str, Group]:
     """(agent, entry, identity) of every agent with ``start = preload`` -> its group.
+
+    A group of one agent gets no preloader (the agent is left out: exec): the
+    preloader would hold a second copy of what only that agent uses, measured
+    70-120 MiB Pss for the neutron metadata agent's (benchmarks/agent_start.py),
+    for a faster restart of an agent nothing waits for.
 
     Returns agent name -> Group; agents of one key share the Group object's
     modules (sorted, each once) so that one preloader imports them all.
@@ -75,9 +84,14 @@ def groups(agents: Iterable[tuple[str, Entry, str]]) -> dict[str, Group]:
     modules: dict[str, set[str]] = {}
     for _name, entry, ident in rows:
         modules.setdefault(group_key(entry.interpreter, ident), set()).add(entry.module)
+    members: dict[str, int] = {}
+    for _name, entry, ident in rows:
+        key = group_key(entry.interpreter, ident)
+        members[key] = members.get(key, 0) + 1
     built = {k: Group(k, k.split("@", 1)[1], k.split("@", 1)[0], tuple(sorted(v)))
-             for k, v in modules.items()}
-    return {name: built[group_key(entry.interpreter, ident)] for name, entry, ident in rows}
+             for k, v in modules.items() if members[k] >= MIN_MEMBERS}
+    return {name: built[key] for name, entry, ident in rows
+            if (key := group_key(entry.interpreter, ident)) in built}
 
 
 def stale(started: float, code_mtimes: Iterable[float], slack: float = 1.0) -> bool:

@@ -92,8 +92,9 @@ class Preloading:
         plans[agent.name] = agent.plan
         row = self._preload_groups(plans).get(agent.name)
         if row is None:
-            self._preload_fallback(agent, "its command is no console script that can be "
-                                          "preloaded")
+            self._preload_fallback(agent, "its command is no console script, or no other "
+                                          "agent of its user and interpreter is preloaded "
+                                          "(core/preload_groups.py)")
             return None
         group, plan, script = row
         pre = self._preloaders.get(group.key)

@@ -49,7 +49,7 @@ def console_script(tmp_path: pathlib.Path, module: str = "tests.preload_standin"
 def started(tmp_path, script) -> tuple[Preloader, object]:
     entry = read_entry(str(script))
     assert entry is not None
-    group = groups([("a", entry, "root")])["a"]
+    group = groups([("a", entry, "root"), ("b", entry, "root")])["a"]
     pre = Preloader(group, [str(script)])
     log = os.open(tmp_path / "preloader.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
