@@ -20,6 +20,7 @@ import pytest
 
 from hvsupervisor.core.preload_groups import entry_point, groups
 from hvsupervisor.process.preload import Preloader, PreloadError, read_entry
+from tests.fixtures.supervisor import PY
 from tests.util import wait_until
 
 pytestmark = pytest.mark.functional
@@ -135,6 +136,35 @@ def test_code_change_makes_it_stale(tmp_path, subreaper):
     finally:
         pre.stop()
         reap(pre.pid)
+
+
+def _supervisor_log(node) -> str:
+    return node.output() + "".join(p.read_text() for p in node.log_dir.glob("hvsupervisor*.log"))
+
+
+def test_supervisor_forks_restarts_and_falls_back(node, tmp_path):
+    """``hvsupervisor run``: two agents of one preloader; a restart is forked, is the
+    supervisor's child with the script's comm, comes back after a crash; an agent that
+    asks for preload but is no console script runs by exec, said once."""
+    good = console_script(tmp_path)
+    for name in ("a", "b"):
+        node.agent(name, f"{good} --ready-after 0", start="preload", ready="alive:0.2")
+    node.agent("c", f"{PY} {ROOT / 'tests' / 'standin.py'} --ready-after 0", start="preload",
+               ready="alive:0.2")  # not a console script: exec, said once
+    node.start(env={"PYTHONPATH": str(ROOT)})
+    wait_until(lambda: "event=preloader-start" in node.output(), 10)
+    old = node.pids()["a"]
+    # The cold start may have come before the preloader was ready; restarts come after.
+    wait_until(lambda: (node.ctl({"cmd": "restart", "agents": ["a"]}) and
+                        f"event=preloaded agent=a pid={node.pids()['a']}" in node.output()), 30)
+    pid = node.wait_agent("a", lambda a: a["ready"] and a["pid"] != old)["pid"]
+    assert pathlib.Path(f"/proc/{pid}/comm").read_text().strip() == good.name[:15]
+    assert f"PPid:\t{node.proc.pid}\n" in pathlib.Path(f"/proc/{pid}/status").read_text()
+    os.kill(pid, signal.SIGKILL)  # a crash: the Reaper sees it and the agent comes back
+    node.wait_agent("a", lambda a: a["ready"] and a["pid"] not in (None, pid), 20)
+    node.ctl({"cmd": "restart", "agents": ["c"]})
+    node.wait_agent("c", lambda a: a["ready"], 20)
+    assert node.output().count("event=preload-failed agent=c") == 1, node.output()[-2000:]
 
 
 def test_not_a_console_script():
