@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import tarfile
+from pathlib import Path
 
 from hvtestcloud.waiting import WaitTimeout, wait_until
 
 __all__ = ["WaitTimeout", "kill_and_reap", "kill_quietly", "pid_alive", "read_pid",
-           "wait_until"]
+           "release_variant", "wait_until"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -45,3 +49,16 @@ def kill_and_reap(pids) -> None:
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+
+
+def release_variant(src: Path, dst: Path, **manifest: str) -> Path:
+    """Release artifact ``src`` with manifest fields replaced (``id``, ``built``): another
+    release of the same wheels, which is what the release tests switch between."""
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for member in tin.getmembers():
+            data = tin.extractfile(member).read()
+            if member.name == "manifest.json":
+                data = json.dumps({**json.loads(data), **manifest}).encode()
+            member.size = len(data)
+            tout.addfile(member, io.BytesIO(data))
+    return dst

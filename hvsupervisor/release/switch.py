@@ -21,6 +21,7 @@ which ``hvsupervisor run`` calls before anything starts.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -110,19 +111,48 @@ def reexec(sock: Path) -> bool:
     return bool(reply.get("ok"))
 
 
-def precheck(store: ReleaseStore, release: str, cli_dirs: Sequence[str]) -> None:
-    """The new release's own validate and check on the live config; ReleaseError if
-    either refuses (its own words: the file:line, the failing rows)."""
+def _check_failures(exe: Path, cli_dirs: Sequence[str]) -> dict[str, str] | str:
+    """``check``'s failing rows by name (name -> detail), or its own error text."""
+    r = subprocess.run([str(exe), *cli_dirs, "check", "--format", "json"],
+                       capture_output=True, text=True, timeout=300, check=False, env=clean_env())
+    try:
+        rows = json.loads(r.stdout)["checks"]
+    except (ValueError, KeyError, TypeError):
+        return (r.stderr or r.stdout).strip() or f"exit {r.returncode}"
+    return {row["name"]: row.get("detail", "") for row in rows if row.get("status") == "fail"}
+
+
+def precheck(store: ReleaseStore, release: str, cli_dirs: Sequence[str],
+             current: str | None = None) -> None:
+    """The new release's own ``config validate`` and ``check`` on the live config;
+    ReleaseError if the new code refuses (its own words: the file:line, the rows).
+
+    A check row that fails for the running release too is a fact about the host
+    (libvirtd not listening for migrations, say), not the new code's refusal: the
+    switch does not make it worse, so only rows that fail on the new release alone
+    refuse it; the others are said in the switch's output.
+    """
     exe = store.path(release) / "bin" / "hvsupervisor"
-    for verb in (["config", "validate"], ["check"]):
-        r = subprocess.run([str(exe), *cli_dirs, *verb], capture_output=True, text=True,
-                           timeout=300, check=False, env=clean_env())
-        if r.returncode != 0:
-            lines = [ln for ln in (r.stderr + r.stdout).splitlines()
-                     if ln.strip() and (verb[0] != "check" or "fail" in ln)]
-            raise ReleaseError(f"release {release} refuses this node's config "
-                               f"({' '.join(verb)}, exit {r.returncode}); nothing changed:\n  "
-                               + "\n  ".join(lines[-12:]))
+    r = subprocess.run([str(exe), *cli_dirs, "config", "validate"], capture_output=True,
+                       text=True, timeout=300, check=False, env=clean_env())
+    if r.returncode != 0:
+        lines = [ln for ln in (r.stderr + r.stdout).splitlines() if ln.strip()]
+        raise ReleaseError(f"release {release} refuses this node's config (config validate, "
+                           f"exit {r.returncode}); nothing changed:\n  " + "\n  ".join(lines[-12:]))
+    new = _check_failures(exe, cli_dirs)
+    old: dict[str, str] | str = {}
+    if current is not None:
+        old = _check_failures(store.path(current) / "bin" / "hvsupervisor", cli_dirs)
+    if isinstance(new, str):
+        raise ReleaseError(f"release {release}: check did not run ({new}); nothing changed")
+    only_new = {n: d for n, d in new.items() if not isinstance(old, dict) or n not in old}
+    if only_new:
+        raise ReleaseError(f"release {release} fails checks the running release passes; "
+                           "nothing changed:\n  "
+                           + "\n  ".join(f"{n}: {d}" for n, d in sorted(only_new.items())))
+    for name, detail in sorted(new.items()):
+        LOG.warning("event=release-precheck release=%s check %r fails on the running release "
+                    "too (a host fact, not the new code): %s", release, name, detail)
 
 
 def recover_interrupted(store: ReleaseStore, log: Callable[[str], None] = LOG.warning) -> bool:
@@ -155,7 +185,7 @@ def switch(store: ReleaseStore, to: str, *, sock: Path, cli_dirs: Sequence[str],
         if current == to:
             raise ReleaseError(f"release {to} is current already")
         if not skip_precheck:
-            precheck(store, to, cli_dirs)
+            precheck(store, to, cli_dirs, current)
         what = ("READY, every agent ready and its health probe not failing, "
                 + ("upgrade_gate_command" if gate_command else "control plane not checked "
                    "(no [supervisor] upgrade_gate_command)"))

@@ -20,13 +20,11 @@ With the boot test's guest on the node (tests/e2e/test_boot.py ``booted_node``):
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sqlite3
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -35,25 +33,13 @@ import pytest
 
 from tests.e2e import test_boot as tb
 from tests.fixtures.controlplane import REPO
+from tests.util import release_variant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 PYTHON3 = "/usr/bin/python3"  # the node's own interpreter builds the release venvs
-OVS_AGENT_MODULE = "neutron/cmd/eventlet/plugins/ovs_neutron_agent.py"
-
-
-def _variant(src: Path, dst: Path, suffix: str) -> Path:
-    """``src`` under another release id (same wheels): the release the test breaks."""
-    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
-        for member in tin.getmembers():
-            data = tin.extractfile(member).read()
-            if member.name == "manifest.json":
-                manifest = json.loads(data)
-                manifest["id"] += suffix
-                data = json.dumps(manifest).encode()
-            member.size = len(data)
-            tout.addfile(member, io.BytesIO(data))
-    return dst
+# neutron-openvswitch-agent = neutron.cmd.agents.ovs_neutron_agent:main (neutron 29)
+OVS_AGENT_MODULE = "neutron/cmd/agents/ovs_neutron_agent.py"
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +66,9 @@ def release_root(tmp_path_factory):
         figures[f"install_{track}_s"] = round(time.monotonic() - t0, 1)
         ids[key] = rel.id
         if key == "new":
-            broken = artifact.install(_variant(path, out / "broken.tar", "-broken"), store,
-                                      python=PYTHON3)
+            broken = artifact.install(release_variant(path, out / "broken.tar",
+                                                      id=f"{rel.id}-broken"),
+                                      store, python=PYTHON3)
             ids["broken"] = broken.id
     site = next((store.path(ids["broken"]) / "lib").glob("python3*/site-packages"))
     (site / OVS_AGENT_MODULE).unlink()  # neutron-openvswitch-agent cannot import its code

@@ -14,11 +14,9 @@ agent's code instead).
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ import pytest
 from hvsupervisor.release import artifact
 from hvsupervisor.release.store import ReleaseStore
 from tests.fixtures.supervisor import ROOT, STANDIN, Node
-from tests.util import kill_and_reap, pid_alive, read_pid, wait_until
+from tests.util import kill_and_reap, pid_alive, read_pid, release_variant, wait_until
 
 pytestmark = pytest.mark.functional
 
@@ -35,20 +33,6 @@ PYTHON3 = "/usr/bin/python3"  # Debian's: a node builds its release venvs with i
 # sitecustomize would shadow one of ours): the stand-ins die, the supervisor runs.
 BREAK = ("import sys; sys.exit('broken release: the agent cannot start') "
          "if any(a.endswith('standin.py') for a in sys.argv) else None\n")
-
-
-def _variant(src: Path, dst: Path, rid: str, built: str) -> Path:
-    """``src`` with its manifest's id and build time replaced: another release."""
-    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
-        for member in tin.getmembers():
-            data = tin.extractfile(member).read()
-            if member.name == "manifest.json":
-                manifest = json.loads(data)
-                manifest.update(id=rid, built=built)
-                data = json.dumps(manifest).encode()
-            member.size = len(data)
-            tout.addfile(member, io.BytesIO(data))
-    return dst
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +47,8 @@ def releases(tmp_path_factory):
     store = ReleaseStore(root)
     for rid, when in (("ft-a", "2026-01-01T00:00:00Z"), ("ft-b", "2026-02-01T00:00:00Z"),
                       ("ft-bad", "2026-03-01T00:00:00Z")):
-        artifact.install(_variant(built, out / f"{rid}.tar", rid, when), store, python=PYTHON3)
+        artifact.install(release_variant(built, out / f"{rid}.tar", id=rid, built=when),
+                         store, python=PYTHON3)
     site = next((root / "releases" / "ft-bad" / "lib").glob("python3*/site-packages"))
     (site / "zz-broken-release.pth").write_text(BREAK)
     return store
