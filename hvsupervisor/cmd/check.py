@@ -19,7 +19,7 @@ from hvsupervisor.config.errors import ConfigError
 from hvsupervisor.config.explain import effective
 from hvsupervisor.config.settings import CONF_D, load_settings
 from hvsupervisor.core import stopbudget
-from hvsupervisor.host import migration_probe, preflight
+from hvsupervisor.host import agent_tools, migration_probe, preflight
 from hvsupervisor.host.wiring import gate_settings
 from hvsupervisor.privsep.checks import user_rows
 from hvsupervisor.systemd import unitfile
@@ -85,6 +85,14 @@ def migration_rows(plans: dict) -> list[preflight.CheckRow]:
             migration_probe.check_cold_migration(cfg.cold_inbound_addr, user)]
 
 
+def tools_row(plans: dict) -> preflight.CheckRow:
+    """The host programs the enabled agents exec, on each agent's own PATH."""
+    agents = [n for n, p in plans.items()
+              if n != "nova-compute" or "libvirt" in p.host_gates]  # qemu-img: libvirt only
+    path_of = {n: plans[n].env.get("PATH") or os.environ.get("PATH", "") for n in agents}
+    return agent_tools.tools_row(agents, path_of)
+
+
 def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
     defaults = Path(args.defaults_dir or paths.defaults_dir())
     override = Path(args.override_dir or paths.DEFAULT_OVERRIDE_DIR)
@@ -121,6 +129,7 @@ def collect(args: argparse.Namespace) -> list[preflight.CheckRow]:
         rows += preflight.check_nova_db(_db_sources(plans, "nova-api-metadata"),
                                         _db_sources(plans, "nova-compute"))
         rows += migration_rows(plans)
+        rows.append(tools_row(plans))
     rows += preflight.run_checks(libvirt_uri=uri, ovsdb=ovs, ensure_bridges=ensure,
                                  dirs=dirs, confd_dirs=_confd_dirs(defaults, override, confd))
     return rows

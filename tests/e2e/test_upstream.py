@@ -192,6 +192,9 @@ def test_cleanup_commands_use_the_resolved_config(upstream_controlplane, upstrea
     ovs_files = [p.path for p in node.plans["neutron-openvswitch-agent"].files]
     assert [dry[i + 1] for i, a in enumerate(dry) if a == "--config-file"] == ovs_files
 
+    # br-int is the OVS agent's: run alone, this test must wait for it too.
+    wait_until(lambda: cp.vsctl("br-exists", "br-int").returncode == 0, 120,
+               "br-int from the OVS agent")
     ovs = cleanup.build_ovs_cleanup(node.plans, Path(sys.executable).parent, node.log_dir)
     t0 = time.monotonic()
     r = cp.ns.run(list(ovs.argv), env=child_env(os.environ, ovs.env), timeout=120)
@@ -212,7 +215,9 @@ def test_cleanup_commands_use_the_resolved_config(upstream_controlplane, upstrea
                   env=child_env(os.environ, netns.env), timeout=180)
     assert r.returncode == 0, (r.stdout[-1000:], r.stderr[-2000:])
     left = r.stdout.split("--- left", 1)[1]
-    assert victim not in left, f"netns-cleanup left {victim}"
+    log = node.log_dir / "neutron-netns-cleanup.log"
+    assert victim not in left, (f"netns-cleanup left {victim}",
+                                log.read_text()[-3000:] if log.exists() else "no log")
     netns_s = time.monotonic() - t0
     assert (node.log_dir / "neutron-netns-cleanup.log").exists()
     print(f"ovs-cleanup {ovs_s:.1f}s netns-cleanup {netns_s:.1f}s")

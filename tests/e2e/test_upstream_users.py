@@ -347,6 +347,9 @@ def test_check_rows_for_the_users(users_node):
         assert rows[f"user {name}"]["status"] == "ok", rows[f"user {name}"]
         assert rows[f"user {name}"]["detail"].startswith(f"{user}("), rows[f"user {name}"]
     assert all(c["status"] == "ok" for c in mine.values()), mine
+    # run_tests installs every program the shipped agents exec (host/agent_tools.py)
+    assert rows["host tools"]["status"] == "ok", rows["host tools"]
+    assert "dnsmasq" in rows["host tools"]["detail"], rows["host tools"]
 
 
 def test_stop_leaves_no_agent_or_helper_behind(users_node):
