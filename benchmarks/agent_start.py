@@ -322,7 +322,7 @@ def settle(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def measure(cp, root: Path, mode: str, hold: float) -> dict:
+def measure(cp, root: Path, mode: str, hold: float, every: float = 300.0) -> dict:
     run = Run(cp, root / mode, mode)
     out: dict = {"mode": mode}
     try:
@@ -332,9 +332,17 @@ def measure(cp, root: Path, mode: str, hold: float) -> dict:
         out["restart_ovs_agent"] = run.restart_ovs()
         settle(10)
         out["reload_neutron"] = run.reload_neutron()
-        if hold:
-            settle(hold)
-        out["memory_settled"] = {"after_s": hold, **run.memory()}
+        series = []  # the six's Pss over the hold: do copy-on-write pages stay shared?
+        t_hold = time.monotonic()
+        while time.monotonic() - t_hold < hold:
+            settle(min(every, hold - (time.monotonic() - t_hold)))
+            mem = run.memory()
+            series.append({"after_s": round(time.monotonic() - t_hold),
+                           "pss_sum_mib": mem["pss_sum_mib"],
+                           "pss_preloaders_mib": mem["pss_preloaders_mib"]})
+            print(json.dumps({"figure": f"agent_pss_{mode}", "unit": "MiB", **series[-1]}),
+                  flush=True)
+        out["memory_settled"] = {"after_s": hold, **run.memory(), "series": series}
     finally:
         run.stop()
     return out
@@ -342,10 +350,14 @@ def measure(cp, root: Path, mode: str, hold: float) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--modes", default="direct,hvsupervisor",
+    ap.add_argument("--modes", default="direct,hvsupervisor,hvsupervisor-preload",
                     help="comma list of direct, hvsupervisor, hvsupervisor-preload")
     ap.add_argument("--hold", type=float, default=0.0,
                     help="seconds to keep the agents running before the settled memory figure")
+    ap.add_argument("--every", type=float, default=300.0,
+                    help="during --hold, sample the Pss sum this often (a JSON line each)")
+    ap.add_argument("--quick", action="store_true",
+                    help="benchmarks/run's flag: the same three operations (each is one run)")
     args = ap.parse_args()
     import pwd
 
@@ -364,7 +376,7 @@ def main() -> int:
             searchable(cp.ovs_run)
             share_nova_db(cp, pwd.getpwnam("nova").pw_gid)
             for mode in args.modes.split(","):
-                results[mode] = measure(cp, base, mode, args.hold)
+                results[mode] = measure(cp, base, mode, args.hold, args.every)
                 print(json.dumps({"figure": f"agent_start_{mode}", "unit": "s",
                                   "results": results[mode]}), flush=True)
         finally:
