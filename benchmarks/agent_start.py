@@ -10,8 +10,9 @@ a fresh node with the same config files (tests/fixtures/controlplane.py make_nod
   the supervisor's start order without waiting for anything, as root (nothing
   but the supervisor can drop to the agents' users: the 50-root opt-out).
 * ``hvsupervisor``: ``hvsupervisor run`` with the shipped catalog, agents as
-  nova and neutron; ``hvsupervisor-preload`` is the same with ``start = preload`` for the four
-  neutron agents (the warm preloaders of issue 24 part 2).
+  nova and neutron, every agent ``start = exec``; ``hvsupervisor-preload`` is the shipped
+  catalog as it is: the OVS, DHCP and L3 agents ``start = preload`` (the warm preloaders of
+  issue 24 part 2).
 
 For each agent and each of cold start, ``restart neutron-openvswitch-agent``
 (direct: SIGKILL and spawn again) and a neutron reload (a snippet all four
@@ -131,11 +132,11 @@ class Run:
             conf_d.mkdir(parents=True)
             shutil.copyfile(REPO / "etc" / "examples" / "hvsupervisor.conf.d" /
                             "50-root.conf.example", conf_d / "50-root.conf")
-        if mode == "hvsupervisor-preload":
+        if mode == "hvsupervisor":  # every agent exec'd (the shipped catalog preloads three)
             conf_d = root / "override" / "hvsupervisor.conf.d"
             conf_d.mkdir(parents=True)
-            (conf_d / "70-preload.conf").write_text("".join(
-                f"[agent:{n}]\nstart = preload\n" for n in NEUTRON_TYPES))
+            (conf_d / "70-exec.conf").write_text("".join(
+                f"[agent:{n}]\nstart = exec\n" for n in NEUTRON_TYPES))
         self.node = make_node(cp, root)
         from hvsupervisor.core.deps import start_order
 
