@@ -18,32 +18,36 @@ CATALOG_CONF_D = "hvsupervisor.conf.d"  # the catalog's snippets, beside it
 DEFAULT_RUN_DIR = "/run/hvsupervisor"  # [DEFAULT] run_dir's default (config/opts.py)
 
 
-def _candidates() -> list[Path]:
-    here = Path(__file__).resolve().parent
+def _checkout(module_file: str = __file__) -> Path:
+    """The tree holding the package: a checkout's top (this is hvsupervisor/config/paths.py)."""
+    return Path(module_file).resolve().parents[2]
+
+
+def _candidates(module_file: str = __file__) -> list[Path]:
     return [
-        here.parent / "etc",
+        _checkout(module_file) / "etc",
         Path(sys.prefix) / "share" / "hvsupervisor" / "etc",
         Path("/usr/local/share/hvsupervisor/etc"),
         Path("/usr/share/hvsupervisor/etc"),
     ]
 
 
-def defaults_dir() -> Path:
+def defaults_dir(module_file: str = __file__) -> Path:
     """Return the shipped defaults dir (the first candidate holding the catalog)."""
-    for cand in _candidates():
+    for cand in _candidates(module_file):
         if (cand / CATALOG_NAME).is_file():
             return cand
-    return _candidates()[0]
+    return _candidates(module_file)[0]
 
 
-def units_dir() -> Path:
+def units_dir(module_file: str = __file__) -> Path:
     """The shipped systemd units: ``units/`` of a checkout, or the data_files copy."""
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "units", Path(sys.prefix) / "share" / "hvsupervisor" / "units",
+    top = _checkout(module_file)
+    for cand in (top / "units", Path(sys.prefix) / "share" / "hvsupervisor" / "units",
                  Path("/usr/share/hvsupervisor/units")):
         if (cand / "hvsupervisor.service").is_file():
             return cand
-    return here.parent / "units"
+    return top / "units"
 
 
 def bindir() -> Path:

@@ -37,3 +37,18 @@ def test_every_shipped_file_is_installed_where_the_code_looks():
             rel = str(path.relative_to(ROOT))
             assert rel in installed, f"{rel} is not in setup.cfg data_files"
             assert installed[rel] == f"share/hvsupervisor/{rel}", (rel, installed[rel])
+
+
+def test_a_checkout_or_editable_install_finds_the_checkouts_trees():
+    """From the source tree (``pip install -e``, run_demo), the catalog is the checkout's etc/.
+
+    An editable install gets no data_files copy, so this is the only way the
+    demo finds its defaults; the layout move of config/paths.py one level down
+    once made it look in ``hvsupervisor/etc`` (a pristine Debian 12 demo
+    stopped with "base config file 'hvsupervisor.conf' is in neither ...").
+    """
+    from hvsupervisor.config import paths
+
+    source = str(ROOT / "hvsupervisor" / "config" / "paths.py")
+    assert paths.defaults_dir(source) == ROOT / "etc"
+    assert paths.units_dir(source) == ROOT / "units"
