@@ -70,7 +70,7 @@ def prepare_title() -> None:
     one exec gave us (the supervisor pads it with HVSUP_PRELOAD_ROOM: the agent's title
     is longer than our command line); a child that cleared environ first could not."""
     try:
-        import setproctitle  # oslo.service depends on it; optional here
+        import setproctitle  # a dependency (setup.cfg); absent only in a --no-deps install
     except ImportError:
         return
     setproctitle.getproctitle()
