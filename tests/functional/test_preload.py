@@ -70,6 +70,7 @@ def reap(pid: int, timeout: float = 10) -> int:
 def test_forked_agent_is_as_if_execd(tmp_path, subreaper):
     script = console_script(tmp_path)
     pre, entry = started(tmp_path, script)
+    forked: list[int] = []
     try:
         wait_until(pre.poll, 30)
         mark = tmp_path / "mark.json"
@@ -78,6 +79,7 @@ def test_forked_agent_is_as_if_execd(tmp_path, subreaper):
                "ONLY_IN_PLAN": "1"}
         argv = [str(script), "--ready-after", "0", "--config-file", "/etc/x.conf"]
         pid = pre.fork(argv, env, out, out, str(tmp_path), entry)
+        forked.append(pid)
         os.close(out)
         wait_until(mark.exists, 20)
         seen = json.loads(mark.read_text())
@@ -102,6 +104,7 @@ def test_forked_agent_is_as_if_execd(tmp_path, subreaper):
         # a second start from the same preloader
         out = os.open(tmp_path / "agent.log", os.O_WRONLY | os.O_APPEND)
         pid2 = pre.fork(argv, env, out, out, str(tmp_path), entry)
+        forked.append(pid2)
         os.close(out)
         assert pid2 != pid
         os.kill(pid2, signal.SIGKILL)
@@ -109,6 +112,12 @@ def test_forked_agent_is_as_if_execd(tmp_path, subreaper):
     finally:
         pre.stop()
         reap(pre.pid)
+        for child in forked:  # a failed assertion must not leave a forked agent behind
+            try:
+                os.kill(child, signal.SIGKILL)
+                reap(child)
+            except (ProcessLookupError, ChildProcessError):
+                pass
 
 
 def test_failed_import_is_a_preload_error(tmp_path, subreaper):
