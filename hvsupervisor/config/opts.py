@@ -282,6 +282,16 @@ agent_opts = [
         "SIGKILL follows after stop_timeout. The shipped values are measured per "
         "daemon (doc/upstream-behaviour.md).",
     ),
+    cfg.StrOpt(
+        "start",
+        default="exec",
+        choices=["exec", "preload"],
+        help="How a new process of the agent is made: exec (its console script, a fresh "
+        "interpreter that imports everything) | preload (forked from a warm preloader "
+        "of its service and user that imported the console script's module once: "
+        "process/preload.py; any preload failure falls back to exec, said once in the "
+        "journal).",
+    ),
     cfg.Opt(
         "stop_drained",
         type=hvtypes.Pattern(),

@@ -54,6 +54,9 @@ class Plan:
     stop_source: str = ""
     # Escalate when the stopping agent logs that it has drained (core/stop_drain.py).
     stop_drain: DrainRule | None = None
+    # exec | preload; not in the digest either: forked from a preloader or exec'd,
+    # the agent runs the same code with the same argv, env and files.
+    start: str = "exec"
     # Made before each start; not in the digest: creating a directory changes
     # nothing the running daemon sees.
     directories: tuple[str, ...] = ()
@@ -207,6 +210,7 @@ def build_plan(settings: Settings, spec: AgentSpec, facts: HostFacts,
         stop_source=budget.source,
         stop_drain=(DrainRule(spec.stop_drained, spec.stop_drained_signal)
                     if spec.stop_drained else None),
+        start=spec.start,
         directories=tuple(sub(d, "directories") for d in spec.directories),
         parsed=tuple(parsed),
         identity=ident,

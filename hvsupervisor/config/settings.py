@@ -55,6 +55,7 @@ class AgentSpec:
     # The drained-line rule (core/stop_drain.py): "" is off.
     stop_drained: str = ""
     stop_drained_signal: int = signal.SIGKILL
+    start: str = "exec"  # exec | preload (process/preload.py)
     stop_margin: float = 10.0
     graceful_shutdown_default: float = 60.0
     # Who the agent runs as (privsep/identity.py); "" = root, as before.
@@ -316,6 +317,7 @@ def _agent(conf: cfg.ConfigOpts, loc: _Locator, name: str) -> AgentSpec:
         stop_drained=get("stop_drained")[0],
         stop_drained_signal=signal.Signals[get("stop_drained_signal")[0]].value,
         stop_margin=get("stop_margin")[0],
+        start=get("start")[0],
         graceful_shutdown_default=get("graceful_shutdown_default")[0],
         environment=tuple(sorted(env.items())),
         directories=tuple(get("directories")[0]),

@@ -60,7 +60,7 @@ async def _accepts(rule: ReadyRule) -> bool:
 
 
 async def wait_bridge(remote: str, bridge: str, first: float = 0.1, cap: float = 1.0,
-                      spawned: float | None = None) -> None:
+                      spawned: float | None = None, pid: int | None = None) -> None:
     """Return once ``bridge`` is in ovsdb with its OpenFlow controller connected.
 
     ``ready = ovsdb-bridge:br-int`` for the neutron OVS agent, which sends no
@@ -68,13 +68,15 @@ async def wait_bridge(remote: str, bridge: str, first: float = 0.1, cap: float =
     ``spawned`` (time.monotonic() of the spawn): the connection must be younger
     than the process, or a quick restart reads the killed agent's connection,
     which ovs-vswitchd still reports for a while (doc/upstream-behaviour.md section 13).
+    ``pid``: the agent's; its own established controller connection counts at once
+    (host/ofconn.py), before ovs-vswitchd's status rows say so.
     """
     from hvsupervisor.host.ovsdb import bridge_ready
 
     delay = 0.0
     while not (await bridge_ready(
             remote, bridge,
-            max_age=None if spawned is None else time.monotonic() - spawned))[0]:
+            max_age=None if spawned is None else time.monotonic() - spawned, pid=pid))[0]:
         delay = next_delay(delay, first, cap, PROBE_GROWTH)
         await asyncio.sleep(delay)
 

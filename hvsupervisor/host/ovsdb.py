@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hvsupervisor.host import ofconn
 from hvsupervisor.host.gate import GateStatus
 from hvsupervisor.host.watch import RetryingGate
 
@@ -389,7 +390,8 @@ class OvsdbGate(RetryingGate):
         if idl is not None:
             idl.close()
 
-    def _bridge_ready(self, bridge: str, max_age: float | None = None) -> tuple[bool, str]:
+    def _bridge_ready(self, bridge: str, max_age: float | None = None,
+                      pid: int | None = None) -> tuple[bool, str]:
         row = next((r for r in self._idl.tables["Bridge"].rows.values() if r.name == bridge),
                    None)
         if row is None:
@@ -398,6 +400,10 @@ class OvsdbGate(RetryingGate):
         if not controllers:
             return False, (f"bridge {bridge} has no OpenFlow controller yet (the OVS agent "
                            f"sets its own once it has set the bridge up)")
+        # The kernel sees this process's connection at once, ovsdb's status rows
+        # only at ovs-vswitchd's next refresh (host/ofconn.py).
+        if pid is not None and ofconn.connected(pid, [c.target for c in controllers]):
+            return True, f"bridge {bridge}: OpenFlow controller connected to pid {pid}"
         if any(c.is_connected and _connected_within(c.status, max_age) for c in controllers):
             return True, f"bridge {bridge}: OpenFlow controller connected"
         targets = ", ".join(sorted(c.target for c in controllers))
@@ -440,7 +446,8 @@ def _connected_within(status: dict, max_age: float | None) -> bool:
 
 
 async def bridge_ready(remote: str, bridge: str, connect_timeout: float = 5.0,
-                       max_age: float | None = None) -> tuple[bool, str]:
+                       max_age: float | None = None, pid: int | None = None
+                       ) -> tuple[bool, str]:
     """Is ``bridge`` in ovsdb with its OpenFlow controller (if it has one) connected?
 
     That is when the neutron OVS agent is really up: it creates the
@@ -458,6 +465,6 @@ async def bridge_ready(remote: str, bridge: str, connect_timeout: float = 5.0,
         status = await probe._connect()
         if not status.open:
             return False, status.reason
-        return probe._bridge_ready(bridge, max_age)
+        return probe._bridge_ready(bridge, max_age, pid)
     finally:
         await probe._disconnect()

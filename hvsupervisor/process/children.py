@@ -167,12 +167,13 @@ def _noop_handler(signum: int, frame: object) -> None:
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], stdout_fd: int, stderr_fd: int,
-          cwd: str | None = None) -> int:
+          cwd: str | None = None, pass_fds: Sequence[int] = ()) -> int:
     """Start ``argv`` (never through a shell) and return its pid.
 
     The child gets a new session (setsid: a Ctrl-C on the operator's terminal
     never reaches the agents, and its pgid is its own), stdin from /dev/null,
-    ``stdout_fd``/``stderr_fd`` as 1/2, every other fd closed (close_range,
+    ``stdout_fd``/``stderr_fd`` as 1/2, ``pass_fds`` kept at their numbers (the
+    preloader's socket, process/preload.py), every other fd closed (close_range,
     so inheritable fds such as socket-activation fds from systemd do not leak
     either), default signal dispositions and an empty signal mask.
 
@@ -212,7 +213,8 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], stdout_fd: int, stderr_fd
             proc = subprocess.Popen(
                 list(argv), executable=path, env=dict(env), cwd=cwd,
                 stdin=subprocess.DEVNULL, stdout=stdout_fd, stderr=stderr_fd,
-                close_fds=True, start_new_session=True, restore_signals=True)
+                close_fds=True, start_new_session=True, restore_signals=True,
+                pass_fds=tuple(pass_fds))
         except OSError as exc:
             raise SpawnError(argv[0], exc.strerror or str(exc)) from exc
     proc.returncode = 0  # the Reaper owns waitpid() for this pid

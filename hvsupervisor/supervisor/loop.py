@@ -69,6 +69,7 @@ from hvsupervisor.supervisor.agent_users import UserAgents
 from hvsupervisor.supervisor.drain_watch import DrainWatching
 from hvsupervisor.supervisor.health_watch import Health
 from hvsupervisor.supervisor.instances import Instances
+from hvsupervisor.supervisor.preloading import Preloading
 from hvsupervisor.supervisor.reload import Reloading
 from hvsupervisor.supervisor.reporting import Reporting
 from hvsupervisor.supervisor.shutdown import Stopping
@@ -85,7 +86,7 @@ class ShuttingDown(Exception):
 
 
 class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents, Instances,
-                 DrainWatching):
+                 DrainWatching, Preloading):
     """Runs the enabled agents of ``settings`` until asked to stop."""
 
     def __init__(
@@ -376,6 +377,7 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents, I
         for name in deps.start_order({n: list(p.after) for n, p in plans.items()}):
             self.agents[name] = self._make_agent(plans[name])
         self._start_broker(plans)  # agent_users.py: sockets for the agents that run as users
+        self._start_preloaders(plans)  # preloading.py: imports overlap the first starts
         if self.gate_factory is not None:
             await self._replace_gates(*self.gate_factory(self.settings, plans))
         self._initial_plans = plans = {}  # the agents hold lean copies
@@ -401,6 +403,7 @@ class Supervisor(Spawning, Health, Reloading, Stopping, Reporting, UserAgents, I
         for agent in list(self.agents.values()):
             self._forget(agent)
         self._close_broker()
+        self._stop_preloaders()
         self.reaper.close()
         self._write_metrics()  # the final state (every agent stopped) for the scrape
         self.metrics.close()

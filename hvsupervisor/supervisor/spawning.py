@@ -96,7 +96,11 @@ class Spawning:
             argv, env = self._user_argv_env(agent.plan, env)
             if argv != list(agent.plan.argv):  # setpriv first: check the agent's binary too
                 children.resolve_executable(agent.plan.argv[0], env)
-            pid = children.spawn(argv, env, out, err)
+            pid = None
+            if agent.plan.start == "preload":  # preloading.py; None: exec it
+                pid = self._preload_spawn(agent, env, out, err)
+            if pid is None:
+                pid = children.spawn(argv, env, out, err)
         except children.SpawnError as exc:
             LOG.error("event=spawn-failed agent=%s %s", agent.name, exc)
             self._post(agent.name, SpawnFailed(str(exc)))
@@ -137,7 +141,7 @@ class Spawning:
         rule = agent.plan.ready
         if rule.kind == "ovsdb-bridge":
             assert rule.bridge is not None
-            await wait_bridge(self._ovsdb_remote(), rule.bridge, spawned=spawned)
+            await wait_bridge(self._ovsdb_remote(), rule.bridge, spawned=spawned, pid=pid)
         elif rule.kind in HEALTH_KINDS:
             if not await self._wait_serving(agent, pid):
                 return
