@@ -54,13 +54,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "testcloud")]  # hvsupervisor, hvtestcloud
 
+from hvtestcloud.cloud import NEUTRON_TYPES  # noqa: E402
 
-NEUTRON_TYPES = {
-    "neutron-openvswitch-agent": "Open vSwitch agent",
-    "neutron-dhcp-agent": "DHCP agent",
-    "neutron-l3-agent": "L3 agent",
-    "neutron-metadata-agent": "Metadata agent",
-}
 RPC_TOPICS = {
     "neutron-dhcp-agent": "neutron/dhcp_agent@1.0",
     "neutron-l3-agent": "neutron/l3_agent@1.0",

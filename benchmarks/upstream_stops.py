@@ -36,14 +36,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "testcloud")]  # hvsupervisor, hvtestcloud
 
+from hvtestcloud.cloud import NEUTRON_TYPES  # noqa: E402
 from hvtestcloud.waiting import wait_until  # noqa: E402
 
-NEUTRON_TYPES = {
-    "neutron-openvswitch-agent": "Open vSwitch agent",
-    "neutron-dhcp-agent": "DHCP agent",
-    "neutron-l3-agent": "L3 agent",
-    "neutron-metadata-agent": "Metadata agent",
-}
 ORDER = ["neutron-metadata-agent", "neutron-l3-agent", "neutron-dhcp-agent",
          "nova-api-metadata", "nova-compute", "neutron-openvswitch-agent"]
 

@@ -55,6 +55,13 @@ EXT_CIDR = "172.24.4.0/24"
 EXT_GATEWAY = "172.24.4.1"
 METADATA_SECRET = "hvsup-demo-metadata"  # loopback-only throwaway cloud
 ADMIN_HEADERS = {"X-Auth-Token": TOKEN, "X-Project-Id": "admin", "X-Roles": "admin"}
+# Each neutron agent of a node and the agent_type neutron's GET /v2.0/agents lists it by.
+NEUTRON_TYPES = {
+    "neutron-openvswitch-agent": "Open vSwitch agent",
+    "neutron-dhcp-agent": "DHCP agent",
+    "neutron-l3-agent": "L3 agent",
+    "neutron-metadata-agent": "Metadata agent",
+}
 
 
 def sqlite_url(path: Path) -> str:

@@ -48,18 +48,6 @@ def preload_node(upstream_controlplane):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _log(node) -> str:
-    return (node.root / "hvsupervisor.out").read_text(errors="replace")
-
-
-def _ready(node, timeout: float = 240) -> dict:
-    def ready():
-        assert node.supervisor.alive(), _log(node)[-3000:]
-        st = node.status()
-        return st if all(a["ready"] for a in st.values()) else None
-    return wait_until(ready, timeout, "every agent ready")
-
-
 def _proc(pid: int) -> dict[str, str]:
     status = dict(line.split(":\t", 1) for line in
                   Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
@@ -69,13 +57,14 @@ def _proc(pid: int) -> dict[str, str]:
 
 
 def _preloaded(node, name: str, pid: int) -> bool:
-    return re.search(rf"event=preloaded agent={name} pid={pid}\b", _log(node)) is not None
+    line = rf"event=preloaded agent={name} pid={pid}\b"
+    return re.search(line, node.supervisor_log()) is not None
 
 
 def test_neutron_agents_forked_from_the_preloader(preload_node, upstream_controlplane):
     node, cp = preload_node, upstream_controlplane
-    status = _ready(node)
-    assert "event=preloader-start" in _log(node)
+    status = node.all_ready()
+    assert "event=preloader-start" in node.supervisor_log()
     # The OVS agent's cold start comes before the preloader is ready: an exec, said so.
     # Restart it: now it is forked, as a restart is meant to be.
     old = status["neutron-openvswitch-agent"]["pid"]
@@ -86,8 +75,8 @@ def test_neutron_agents_forked_from_the_preloader(preload_node, upstream_control
         node.status()), 120, "OVS agent ready again")
     print(f"preloaded OVS agent ready {time.monotonic() - t0:.1f}s after the restart")
     forked = [n for n in NEUTRON if _preloaded(node, n, status[n]["pid"])]
-    assert "neutron-openvswitch-agent" in forked, _log(node)[-3000:]
-    assert {"neutron-dhcp-agent", "neutron-l3-agent"} <= set(forked), _log(node)[-3000:]
+    assert "neutron-openvswitch-agent" in forked, node.supervisor_log()[-3000:]
+    assert {"neutron-dhcp-agent", "neutron-l3-agent"} <= set(forked), node.supervisor_log()[-3000:]
     for name in forked:
         pid = status[name]["pid"]
         st = _proc(pid)

@@ -101,29 +101,10 @@ def users_node(upstream_controlplane, agent_users):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _log(node) -> str:
-    return (node.root / "hvsupervisor.out").read_text(errors="replace")
-
-
-def _all_ready(node, timeout: float = 240) -> dict:
-    def ready():
-        if not node.supervisor.alive():
-            raise AssertionError("hvsupervisor exited:\n" + _log(node)[-3000:])
-        st = node.status()
-        return st if all(a["ready"] for a in st.values()) else None
-    try:
-        return wait_until(ready, timeout, "every agent ready, as its user")
-    except Exception:
-        st = node.status()
-        raise AssertionError(
-            f"not ready: {[n for n, a in st.items() if not a['ready']]}\n" + _log(node)[-4000:]
-        ) from None
-
-
 def test_every_agent_runs_as_its_user_with_no_capabilities(users_node, agent_users):
     node = users_node
     t0 = node.timings["spawn"]
-    status = _all_ready(node)
+    status = node.all_ready(what="every agent ready, as its user")
     print(f"six agents ready as users: {time.monotonic() - t0:.1f}s after `run`")
     for name, user in USERS.items():
         st = _status(status[name]["pid"])
@@ -182,7 +163,7 @@ def _flat_network(cp, name: str) -> dict:
 def test_dhcp_network_gets_dnsmasq_as_nobody_through_the_broker(upstream_controlplane,
                                                                  users_node, agent_users):
     cp, node = upstream_controlplane, users_node
-    _all_ready(node)
+    node.all_ready(what="every agent ready, as its user")
     port = cp.neutron_port
     dhcp_agent = wait_until(lambda: cp.neutron_agent(HOST, "DHCP agent"), 180,
                             "this node's DHCP agent")
@@ -239,7 +220,7 @@ def _check_dataplane(cp, node, net_id: str, agent_users) -> None:
     except Exception as exc:
         raise AssertionError(f"{exc}\n--- dhcp agent:\n"
                              + agent_log.read_text(errors="replace")[-6000:]
-                             + "\n--- supervisor:\n" + _log(node)[-3000:]) from None
+                             + "\n--- supervisor:\n" + node.supervisor_log()[-3000:]) from None
     st = _status(pid)
     assert Path(f"/proc/{pid}/exe").resolve().name == "dnsmasq"
     nobody = pwd.getpwnam("nobody").pw_uid
@@ -260,7 +241,7 @@ def _check_dataplane(cp, node, net_id: str, agent_users) -> None:
         ha_pid = wait_until(lambda: _pid_from(ha_pidfile), 60, f"haproxy pid file {ha_pidfile}")
     except Exception:
         raise AssertionError(agent_log.read_text(errors="replace")[-5000:]) from None
-    log = _log(node)
+    log = node.supervisor_log()
     started = re.findall(r"event=privsep-start agent=neutron-dhcp-agent peer=\d+ pid=\d+ "
                          rf"what=ip netns exec qdhcp-{net_id} (\S+)", log)
     assert "dnsmasq" in started, log[-3000:]
@@ -318,7 +299,7 @@ def test_router_gets_its_namespace_and_haproxy_through_the_broker(upstream_contr
             raise AssertionError(agent_log.read_text(errors="replace")[-5000:]) from None
         assert _status(ha_pid)["Uid"].split()[1] == str(agent_users["neutron"].pw_uid)
         assert node.supervisor.pid in _ppid_chain(ha_pid)
-        log = _log(node)
+        log = node.supervisor_log()
         assert re.search(r"event=privsep-start agent=neutron-l3-agent peer=\d+ pid=\d+ "
                          rf"what=ip netns exec {ns} haproxy", log), log[-3000:]
         assert "event=privsep-refused" not in log, log[-3000:]
@@ -354,14 +335,14 @@ def test_check_rows_for_the_users(users_node):
 
 def test_stop_leaves_no_agent_or_helper_behind(users_node):
     node = users_node
-    status = _all_ready(node)
+    status = node.all_ready(what="every agent ready, as its user")
     pids = [a["pid"] for a in status.values()]
     rss = _status(node.supervisor.pid)["VmRSS"].strip()
     print(f"hvsupervisor RSS, six agents as users (broker serving): {rss}")
     t0 = time.monotonic()
     rc = node.supervisor.stop(timeout=120)
     print(f"hvsupervisor stop (users): {time.monotonic() - t0:.1f}s rc={rc}")
-    assert rc == 0, _log(node)[-3000:]
+    assert rc == 0, node.supervisor_log()[-3000:]
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists(), pid
     assert not (node.run_dir / "privsep").exists() or not any(
