@@ -20,6 +20,7 @@ socket is root-only, but a confused script must not take the node down:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -36,6 +37,8 @@ LOG = logging.getLogger("hvsupervisor.control")
 MAX_REQUEST = 64 * 1024
 MAX_CLIENTS = 64
 REQUEST_TIMEOUT = 5.0
+# The answer to a request the stop cut short (ControlServer.close()).
+STOPPED_REPLY = {"ok": False, "error": "the supervisor is stopping; the request was not completed"}
 # plans: each agent's running plan snapshot, for `config diff` / `reload --dry-run`.
 VERBS = ("status", "plans", "reload", "reexec", *OPERATOR_VERBS)
 
@@ -204,6 +207,12 @@ class ControlServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
+            # close() at the end of a stop: a request still in flight (a reload
+            # queued behind another) gets an answer that says why, not a closed
+            # socket the client could only call "no reply". The write is one
+            # send() on a unix socket: it does not wait.
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.write(json.dumps(STOPPED_REPLY).encode() + b"\n")
             raise
         except Exception:  # never an unanswered client and an asyncio traceback
             LOG.exception("event=control-error")
