@@ -358,8 +358,7 @@ def main() -> int:
     import pwd
 
     from tests.e2e import controlplane as cpmod
-    from tests.fixtures.controlplane import searchable, share_nova_db
-    from tests.functional.privsep_rig import venv_traversable
+    from tests.fixtures.controlplane import ready_for_users
     subprocess.run(["systemd-sysusers", str(REPO / "units" / "sysusers.d" / "hvsupervisor.conf")],
                    check=True, capture_output=True)
     results = {}
@@ -368,9 +367,7 @@ def main() -> int:
     try:
         cp = cpmod.start_control_plane(base / "cp")
         try:
-            venv_traversable()
-            searchable(cp.ovs_run)
-            share_nova_db(cp, pwd.getpwnam("nova").pw_gid)
+            ready_for_users(cp, pwd.getpwnam("nova").pw_gid)
             for mode in args.modes.split(","):
                 results[mode] = measure(cp, base, mode, args.hold, args.every)
                 print(json.dumps({"figure": f"agent_start_{mode}", "unit": "s",

@@ -208,13 +208,21 @@ def main() -> int:
     ap.add_argument("--signals", default="SIGTERM,SIGINT")
     ap.add_argument("--patience", type=float, default=20.0)
     args = ap.parse_args()
-    from tests.e2e import controlplane as cpmod
-    from tests.fixtures.controlplane import make_node
+    import pwd
 
+    from tests.e2e import controlplane as cpmod
+    from tests.fixtures.controlplane import make_node, ready_for_users
+
+    # The shipped catalog runs the agents as nova and neutron: the users exist, and
+    # they reach the node's dirs (0711, not TemporaryDirectory's 0700) and the rig's.
+    subprocess.run(["systemd-sysusers", str(REPO / "units" / "sysusers.d" / "hvsupervisor.conf")],
+                   check=True, capture_output=True)
     with tempfile.TemporaryDirectory(prefix="hvbench-upstream-") as tmp:
         root = Path(tmp)
+        root.chmod(0o711)
         cp = cpmod.start_control_plane(root / "cp")
         try:
+            ready_for_users(cp, pwd.getpwnam("nova").pw_gid)
             if args.part in ("signals", "all"):
                 node = make_node(cp, root / "node-direct")
                 res = measure_signals(cp, node, args.signals.split(","), args.patience)
